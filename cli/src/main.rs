@@ -1,0 +1,4 @@
+//! The `pvabi` command-line tool.
+fn main() {
+    println!("pvabi: nothing here yet");
+}

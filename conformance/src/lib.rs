@@ -1,0 +1,1 @@
+//! pvabi conformance suite runner and certification reports
