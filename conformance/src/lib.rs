@@ -1,1 +1,13 @@
-//! pvabi conformance suite runner and certification reports
+//! # conformance — certify a pvabi backend against the specification
+//!
+//! The conformance suite runs *inside the guest* (the no_std crate in `conformance/suite`) and
+//! reports typed result records over the HARNESS service (spec appendix A). This crate is the
+//! host side: it runs the suite against each backend available on the machine, collects the
+//! records and turns them into a certification report in which every clause id of the
+//! specification is passed, failed, skipped or untested.
+
+pub mod report;
+pub mod spec;
+
+pub use report::{CaseOutcome, CaseRecord, ClauseResult, ClauseStatus, Report, Summary};
+pub use spec::{clauses, Clause};
