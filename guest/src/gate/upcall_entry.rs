@@ -1,0 +1,1 @@
+//! Upcall entry code (being filled in).

@@ -1,0 +1,1 @@
+//! Service wrapper (being filled in).
