@@ -371,6 +371,78 @@ extern "C" {
 /** HARNESS.GRANT_ACCESS third argument: read, don't write (HAR-10). */
 #define PVABI_HARNESS_GRANT_ACCESS_READ 0xffffffffffffffffull
 
+/* Building and splitting call ids (CONV-1) */
+/** The call id of `function` of `service`. */
+#define PVABI_CALL_ID(service, function) \
+    ((((uint32_t)(service)) << 16) | ((uint32_t)(function) & 0xffffu))
+/** The service id of a call id. */
+#define PVABI_CALL_SERVICE(call_id) ((uint32_t)(call_id) >> 16)
+/** The function number of a call id. */
+#define PVABI_CALL_FUNCTION(call_id) ((uint32_t)(call_id) & 0xffffu)
+_Static_assert(PVABI_ABI_VERSION == ((PVABI_ABI_VERSION_MAJOR << 16) | PVABI_ABI_VERSION_MINOR), "ABI version encoding");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_BASE, 0) == PVABI_CALL_BASE_GET_ABI_VERSION, "PVABI_CALL_BASE_GET_ABI_VERSION");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_BASE, 1) == PVABI_CALL_BASE_GET_BACKEND_ID, "PVABI_CALL_BASE_GET_BACKEND_ID");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_BASE, 2) == PVABI_CALL_BASE_GET_BACKEND_VERSION, "PVABI_CALL_BASE_GET_BACKEND_VERSION");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_BASE, 3) == PVABI_CALL_BASE_PROBE_SERVICE, "PVABI_CALL_BASE_PROBE_SERVICE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_BASE, 4) == PVABI_CALL_BASE_GET_FEATURES, "PVABI_CALL_BASE_GET_FEATURES");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_BASE, 5) == PVABI_CALL_BASE_GET_VCPU_ID, "PVABI_CALL_BASE_GET_VCPU_ID");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_BASE, 6) == PVABI_CALL_BASE_GET_VCPU_COUNT, "PVABI_CALL_BASE_GET_VCPU_COUNT");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_BASE, 7) == PVABI_CALL_BASE_RING_REGISTER, "PVABI_CALL_BASE_RING_REGISTER");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_BASE, 8) == PVABI_CALL_BASE_RING_UNREGISTER, "PVABI_CALL_BASE_RING_UNREGISTER");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_CONSOLE, 0) == PVABI_CALL_CONSOLE_WRITE, "PVABI_CALL_CONSOLE_WRITE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_CONSOLE, 1) == PVABI_CALL_CONSOLE_READ, "PVABI_CALL_CONSOLE_READ");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_CONSOLE, 2) == PVABI_CALL_CONSOLE_WRITE_BYTE, "PVABI_CALL_CONSOLE_WRITE_BYTE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_CLOCK, 0) == PVABI_CALL_CLOCK_REGISTER_PAGE, "PVABI_CALL_CLOCK_REGISTER_PAGE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_CLOCK, 1) == PVABI_CALL_CLOCK_UNREGISTER_PAGE, "PVABI_CALL_CLOCK_UNREGISTER_PAGE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_CLOCK, 2) == PVABI_CALL_CLOCK_GET_WALLCLOCK, "PVABI_CALL_CLOCK_GET_WALLCLOCK");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_CLOCK, 3) == PVABI_CALL_CLOCK_GET_TIME, "PVABI_CALL_CLOCK_GET_TIME");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_CLOCK, 4) == PVABI_CALL_CLOCK_SET_TIMER, "PVABI_CALL_CLOCK_SET_TIMER");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_VCPU, 0) == PVABI_CALL_VCPU_YIELD, "PVABI_CALL_VCPU_YIELD");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_VCPU, 1) == PVABI_CALL_VCPU_BLOCK, "PVABI_CALL_VCPU_BLOCK");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_VCPU, 2) == PVABI_CALL_VCPU_KICK, "PVABI_CALL_VCPU_KICK");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_VCPU, 3) == PVABI_CALL_VCPU_START, "PVABI_CALL_VCPU_START");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_VCPU, 4) == PVABI_CALL_VCPU_STOP, "PVABI_CALL_VCPU_STOP");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_VCPU, 5) == PVABI_CALL_VCPU_GET_STATUS, "PVABI_CALL_VCPU_GET_STATUS");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_VCPU, 6) == PVABI_CALL_VCPU_REGISTER_STEAL_TIME, "PVABI_CALL_VCPU_REGISTER_STEAL_TIME");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_VCPU, 7) == PVABI_CALL_VCPU_UPCALL_RETURN, "PVABI_CALL_VCPU_UPCALL_RETURN");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_EVENT, 0) == PVABI_CALL_EVENT_REGISTER_PAGE, "PVABI_CALL_EVENT_REGISTER_PAGE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_EVENT, 1) == PVABI_CALL_EVENT_SET_UPCALL, "PVABI_CALL_EVENT_SET_UPCALL");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_EVENT, 2) == PVABI_CALL_EVENT_ALLOC, "PVABI_CALL_EVENT_ALLOC");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_EVENT, 3) == PVABI_CALL_EVENT_BIND_VCPU, "PVABI_CALL_EVENT_BIND_VCPU");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_EVENT, 4) == PVABI_CALL_EVENT_CLOSE, "PVABI_CALL_EVENT_CLOSE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_EVENT, 5) == PVABI_CALL_EVENT_SEND, "PVABI_CALL_EVENT_SEND");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_EVENT, 6) == PVABI_CALL_EVENT_MASK, "PVABI_CALL_EVENT_MASK");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_EVENT, 7) == PVABI_CALL_EVENT_UNMASK, "PVABI_CALL_EVENT_UNMASK");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_MEMORY, 0) == PVABI_CALL_MEMORY_GET_MAP, "PVABI_CALL_MEMORY_GET_MAP");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_MEMORY, 1) == PVABI_CALL_MEMORY_BALLOON_RELEASE, "PVABI_CALL_MEMORY_BALLOON_RELEASE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_MEMORY, 2) == PVABI_CALL_MEMORY_BALLOON_RECLAIM, "PVABI_CALL_MEMORY_BALLOON_RECLAIM");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_MEMORY, 3) == PVABI_CALL_MEMORY_BALLOON_QUERY, "PVABI_CALL_MEMORY_BALLOON_QUERY");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_GRANT, 0) == PVABI_CALL_GRANT_SETUP_TABLE, "PVABI_CALL_GRANT_SETUP_TABLE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_GRANT, 1) == PVABI_CALL_GRANT_QUERY, "PVABI_CALL_GRANT_QUERY");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_STORE, 0) == PVABI_CALL_STORE_READ, "PVABI_CALL_STORE_READ");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_STORE, 1) == PVABI_CALL_STORE_WRITE, "PVABI_CALL_STORE_WRITE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_STORE, 2) == PVABI_CALL_STORE_LIST, "PVABI_CALL_STORE_LIST");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_STORE, 3) == PVABI_CALL_STORE_REMOVE, "PVABI_CALL_STORE_REMOVE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_STORE, 4) == PVABI_CALL_STORE_WATCH, "PVABI_CALL_STORE_WATCH");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_STORE, 5) == PVABI_CALL_STORE_UNWATCH, "PVABI_CALL_STORE_UNWATCH");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_STORE, 6) == PVABI_CALL_STORE_WATCH_NEXT, "PVABI_CALL_STORE_WATCH_NEXT");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_STORE, 7) == PVABI_CALL_STORE_TXN_START, "PVABI_CALL_STORE_TXN_START");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_STORE, 8) == PVABI_CALL_STORE_TXN_COMMIT, "PVABI_CALL_STORE_TXN_COMMIT");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_STORE, 9) == PVABI_CALL_STORE_TXN_ABORT, "PVABI_CALL_STORE_TXN_ABORT");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_POWER, 0) == PVABI_CALL_POWER_SHUTDOWN, "PVABI_CALL_POWER_SHUTDOWN");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_POWER, 1) == PVABI_CALL_POWER_REGISTER_CRASH_BUFFER, "PVABI_CALL_POWER_REGISTER_CRASH_BUFFER");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_MULTICALL, 0) == PVABI_CALL_MULTICALL_EXECUTE, "PVABI_CALL_MULTICALL_EXECUTE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_HARNESS, 0) == PVABI_CALL_HARNESS_REPORT, "PVABI_CALL_HARNESS_REPORT");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_HARNESS, 1) == PVABI_CALL_HARNESS_INJECT_EVENT, "PVABI_CALL_HARNESS_INJECT_EVENT");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_HARNESS, 2) == PVABI_CALL_HARNESS_STORE_HOST_WRITE, "PVABI_CALL_HARNESS_STORE_HOST_WRITE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_HARNESS, 3) == PVABI_CALL_HARNESS_STORE_HOST_READ, "PVABI_CALL_HARNESS_STORE_HOST_READ");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_HARNESS, 4) == PVABI_CALL_HARNESS_CONSOLE_READBACK, "PVABI_CALL_HARNESS_CONSOLE_READBACK");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_HARNESS, 5) == PVABI_CALL_HARNESS_CONSOLE_INPUT, "PVABI_CALL_HARNESS_CONSOLE_INPUT");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_HARNESS, 6) == PVABI_CALL_HARNESS_CLOCK_ADVANCE, "PVABI_CALL_HARNESS_CLOCK_ADVANCE");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_HARNESS, 7) == PVABI_CALL_HARNESS_CLOCK_READ, "PVABI_CALL_HARNESS_CLOCK_READ");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_HARNESS, 8) == PVABI_CALL_HARNESS_GRANT_ACCESS, "PVABI_CALL_HARNESS_GRANT_ACCESS");
+_Static_assert(PVABI_CALL_ID(PVABI_SERVICE_HARNESS, 9) == PVABI_CALL_HARNESS_BALLOON_CHECK, "PVABI_CALL_HARNESS_BALLOON_CHECK");
+
 /* Shared-memory layouts (pvabi::layout::LAYOUTS) */
 
 /** Rust `BootInfo`: 128 bytes, 8-byte aligned. */
@@ -660,7 +732,7 @@ _Static_assert(offsetof(struct pvabi_report_header, _reserved) == 20, "offset of
 /*
  * Inline gates (x86_64). Register convention (CONV-8): RAX = call id in, status out
  * (sign-extended); RDI, RSI, R8, R9, R10, R11 = arguments 0..5; RDI = value on return;
- * RDX = gate parameter. Every register but RAX and RDI is preserved by the host.
+ * RDX = gate parameter. The host preserves every register but RAX and RDI.
  */
 #if defined(__x86_64__)
 
@@ -691,15 +763,20 @@ static inline struct pvabi_ret pvabi_ioport_call(uint16_t port, uint32_t call_id
 {
     uint64_t rax = call_id;
     uint64_t rdi = a0;
+    uint64_t rsi = a1;
+    uint64_t rdx = port;
     register uint64_t r8 __asm__("r8") = a2;
     register uint64_t r9 __asm__("r9") = a3;
     register uint64_t r10 __asm__("r10") = a4;
     register uint64_t r11 __asm__("r11") = a5;
     struct pvabi_ret ret;
+    /* The host preserves RSI, RDX and R8..R11 (CONV-8); they are still declared as written
+     * so that a faulty host cannot corrupt the caller's state. */
     __asm__ __volatile__("outl %%eax, %%dx"
-                         : "+a"(rax), "+D"(rdi)
-                         : "S"(a1), "d"((uint64_t)port), "r"(r8), "r"(r9), "r"(r10), "r"(r11)
-                         : "memory");
+                         : "+a"(rax), "+D"(rdi), "+S"(rsi), "+d"(rdx), "+r"(r8), "+r"(r9),
+                           "+r"(r10), "+r"(r11)
+                         :
+                         : "memory", "cc");
     ret.status = pvabi_status_from_reg(rax);
     ret.value = rdi;
     return ret;
@@ -715,59 +792,74 @@ static inline struct pvabi_ret pvabi_mmio_call(volatile uint32_t *trigger, uint3
 {
     uint64_t rax = call_id;
     uint64_t rdi = a0;
+    uint64_t rsi = a1;
+    uint64_t rdx = (uint64_t)(uintptr_t)trigger;
     register uint64_t r8 __asm__("r8") = a2;
     register uint64_t r9 __asm__("r9") = a3;
     register uint64_t r10 __asm__("r10") = a4;
     register uint64_t r11 __asm__("r11") = a5;
     struct pvabi_ret ret;
+    /* The host preserves RSI, RDX and R8..R11 (CONV-8); they are still declared as written
+     * so that a faulty host cannot corrupt the caller's state. */
     __asm__ __volatile__("movl %%eax, (%%rdx)"
-                         : "+a"(rax), "+D"(rdi)
-                         : "S"(a1), "d"(trigger), "r"(r8), "r"(r9), "r"(r10), "r"(r11)
-                         : "memory");
+                         : "+a"(rax), "+D"(rdi), "+S"(rsi), "+d"(rdx), "+r"(r8), "+r"(r9),
+                           "+r"(r10), "+r"(r11)
+                         :
+                         : "memory", "cc");
     ret.status = pvabi_status_from_reg(rax);
     ret.value = rdi;
     return ret;
 }
 
 /**
- * VMCALL gate (GATE-6), Intel.
+ * VMCALL gate (GATE-6), Intel. RDX is 0.
  */
 static inline struct pvabi_ret pvabi_vmcall_call(uint32_t call_id,
         uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5)
 {
     uint64_t rax = call_id;
     uint64_t rdi = a0;
+    uint64_t rsi = a1;
+    uint64_t rdx = 0;
     register uint64_t r8 __asm__("r8") = a2;
     register uint64_t r9 __asm__("r9") = a3;
     register uint64_t r10 __asm__("r10") = a4;
     register uint64_t r11 __asm__("r11") = a5;
     struct pvabi_ret ret;
+    /* The host preserves RSI, RDX and R8..R11 (CONV-8); they are still declared as written
+     * so that a faulty host cannot corrupt the caller's state. */
     __asm__ __volatile__("vmcall"
-                         : "+a"(rax), "+D"(rdi)
-                         : "S"(a1), "r"(r8), "r"(r9), "r"(r10), "r"(r11)
-                         : "memory");
+                         : "+a"(rax), "+D"(rdi), "+S"(rsi), "+d"(rdx), "+r"(r8), "+r"(r9),
+                           "+r"(r10), "+r"(r11)
+                         :
+                         : "memory", "cc");
     ret.status = pvabi_status_from_reg(rax);
     ret.value = rdi;
     return ret;
 }
 
 /**
- * VMMCALL gate (GATE-6), AMD.
+ * VMMCALL gate (GATE-6), AMD. RDX is 0.
  */
 static inline struct pvabi_ret pvabi_vmmcall_call(uint32_t call_id,
         uint64_t a0, uint64_t a1, uint64_t a2, uint64_t a3, uint64_t a4, uint64_t a5)
 {
     uint64_t rax = call_id;
     uint64_t rdi = a0;
+    uint64_t rsi = a1;
+    uint64_t rdx = 0;
     register uint64_t r8 __asm__("r8") = a2;
     register uint64_t r9 __asm__("r9") = a3;
     register uint64_t r10 __asm__("r10") = a4;
     register uint64_t r11 __asm__("r11") = a5;
     struct pvabi_ret ret;
+    /* The host preserves RSI, RDX and R8..R11 (CONV-8); they are still declared as written
+     * so that a faulty host cannot corrupt the caller's state. */
     __asm__ __volatile__("vmmcall"
-                         : "+a"(rax), "+D"(rdi)
-                         : "S"(a1), "r"(r8), "r"(r9), "r"(r10), "r"(r11)
-                         : "memory");
+                         : "+a"(rax), "+D"(rdi), "+S"(rsi), "+d"(rdx), "+r"(r8), "+r"(r9),
+                           "+r"(r10), "+r"(r11)
+                         :
+                         : "memory", "cc");
     ret.status = pvabi_status_from_reg(rax);
     ret.value = rdi;
     return ret;
