@@ -1,0 +1,136 @@
+//! Delivering upcalls: interrupts on a vector (ring 0) and callbacks with a saved frame (PV
+//! ring 3, spec `EVT-12`..`EVT-14`).
+
+use std::sync::atomic::Ordering;
+
+use kvm_bindings::kvm_interrupt;
+use kvm_ioctls::{SyncReg, VcpuFd};
+use pvabi::event::{UpcallFrame, RED_ZONE};
+use vmm_sys_util::ioctl::ioctl_with_ref;
+use vmm_sys_util::ioctl_iow_nr;
+
+use crate::calls::UpcallTarget;
+use crate::vmm::Shared;
+use crate::Error;
+
+const KVMIO: u32 = 0xAE;
+ioctl_iow_nr!(KVM_INTERRUPT, KVMIO, 0x86, kvm_interrupt);
+
+/// RFLAGS bits a guest may restore through VCPU.UPCALL_RETURN: CF, PF, AF, ZF, SF, DF, OF, AC.
+const RFLAGS_GUEST_MASK: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 0x4_0000;
+/// RFLAGS bits always set in PV ring 3: reserved bit 1, IF, IOPL = 3.
+const RFLAGS_PV_FIXED: u64 = 0x2 | 0x200 | 0x3000;
+
+/// Ring 0: if an upcall is due, injects it on the guest's vector when the guest can take an
+/// interrupt, or asks KVM for an interrupt-window exit.
+///
+/// # Errors
+///
+/// [`Error::Kvm`] when `KVM_INTERRUPT` fails.
+pub(crate) fn ring0_prepare(sh: &Shared, fd: &mut VcpuFd, id: u32) -> Result<(), Error> {
+    let Some(slot) = sh.slots.get(id as usize) else {
+        return Ok(());
+    };
+    if !slot.upcall.swap(false, Ordering::SeqCst) {
+        return Ok(());
+    }
+    let UpcallTarget::Vector(vector) = sh.services.upcall_target(id) else {
+        return Ok(());
+    };
+    if !sh.services.upcall_due(sh, id) {
+        fd.get_kvm_run().request_interrupt_window = 0;
+        return Ok(());
+    }
+    let run = fd.get_kvm_run();
+    if run.ready_for_interrupt_injection != 0 && run.if_flag != 0 {
+        run.request_interrupt_window = 0;
+        let irq = kvm_interrupt {
+            irq: u32::from(vector),
+        };
+        // SAFETY: `fd` is a vCPU fd; KVM_INTERRUPT reads one `kvm_interrupt` from the pointer,
+        // which is a live local of exactly that type; the return value is checked.
+        let r = unsafe { ioctl_with_ref(&*fd, KVM_INTERRUPT(), &irq) };
+        if r < 0 {
+            return Err(Error::Kvm {
+                what: "KVM_INTERRUPT",
+                source: kvm_ioctls::Error::last(),
+            });
+        }
+    } else {
+        run.request_interrupt_window = 1;
+        slot.upcall.store(true, Ordering::SeqCst);
+    }
+    Ok(())
+}
+
+/// PV ring 3: whether a callback upcall should be delivered before the next entry.
+pub(crate) fn pv_pending(sh: &Shared, id: u32) -> bool {
+    let Some(slot) = sh.slots.get(id as usize) else {
+        return false;
+    };
+    slot.upcall.swap(false, Ordering::SeqCst)
+        && matches!(sh.services.upcall_target(id), UpcallTarget::Callback(_))
+        && sh.services.upcall_due(sh, id)
+}
+
+/// PV ring 3: saves the interrupted context in the event page and enters the callback.
+///
+/// # Errors
+///
+/// What completing a pending port I/O returns.
+pub(crate) fn pv_deliver(sh: &Shared, fd: &mut VcpuFd, id: u32) -> Result<(), Error> {
+    let UpcallTarget::Callback(entry) = sh.services.upcall_target(id) else {
+        return Ok(());
+    };
+    crate::vmm::complete_pending_io(fd, id)?;
+    let r = fd.sync_regs().regs;
+    let frame = UpcallFrame {
+        rip: r.rip,
+        rsp: r.rsp,
+        rflags: r.rflags,
+        rax: r.rax,
+        rcx: r.rcx,
+        rdx: r.rdx,
+        rsi: r.rsi,
+        rdi: r.rdi,
+        r8: r.r8,
+        r9: r.r9,
+        r10: r.r10,
+        r11: r.r11,
+        _reserved: [0; 4],
+    };
+    let Some(frame_gpa) = sh.services.save_frame(sh, id, &frame) else {
+        return Ok(());
+    };
+    let regs = &mut fd.sync_regs_mut().regs;
+    regs.rip = entry;
+    regs.rsp = (r.rsp.wrapping_sub(RED_ZONE) & !15).wrapping_sub(8);
+    regs.rdi = frame_gpa;
+    regs.rsi = u64::from(id);
+    fd.set_sync_dirty_reg(SyncReg::Register);
+    Ok(())
+}
+
+/// Restores the context saved by a callback upcall (VCPU.UPCALL_RETURN); RFLAGS keeps only the
+/// bits the guest may change in its mode (in PV ring 3 IF and IOPL stay as the loader set them;
+/// in ring 0 IF comes from the frame).
+pub(crate) fn restore_frame(fd: &mut VcpuFd, f: &UpcallFrame, mode: crate::Mode) {
+    let fixed = match mode {
+        crate::Mode::PvRing3 => RFLAGS_PV_FIXED,
+        crate::Mode::Ring0 => 0x2 | (f.rflags & 0x200),
+    };
+    let regs = &mut fd.sync_regs_mut().regs;
+    regs.rip = f.rip;
+    regs.rsp = f.rsp;
+    regs.rflags = (f.rflags & RFLAGS_GUEST_MASK) | fixed;
+    regs.rax = f.rax;
+    regs.rcx = f.rcx;
+    regs.rdx = f.rdx;
+    regs.rsi = f.rsi;
+    regs.rdi = f.rdi;
+    regs.r8 = f.r8;
+    regs.r9 = f.r9;
+    regs.r10 = f.r10;
+    regs.r11 = f.r11;
+    fd.set_sync_dirty_reg(SyncReg::Register);
+}

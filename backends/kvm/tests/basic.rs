@@ -1,0 +1,192 @@
+//! Runs the raw-gate test guest (`tests/guests/basic`) under KVM in both execution modes.
+
+mod common;
+
+use common::{guest, kvm_or_skip, run, MODES};
+use pvabi_kvm::{Error, Mode};
+
+fn ok_code(r: &Result<pvabi_kvm::ExitStatus, Error>) -> u64 {
+    match r {
+        Ok(st) => {
+            assert_eq!(st.reason, 0, "POWEROFF expected: {st:?}");
+            st.code
+        }
+        Err(e) => panic!("VM failed: {e}"),
+    }
+}
+
+#[test]
+fn power_off_exit_code_reaches_the_host() {
+    if !kvm_or_skip("power_off_exit_code_reaches_the_host") {
+        return;
+    }
+    let elf = guest("basic");
+    for mode in MODES {
+        let (r, _) = run(&elf, mode, 1, "exit 42");
+        assert_eq!(ok_code(&r), 42, "{mode:?}");
+        let (r, _) = run(&elf, mode, 1, "exit 7");
+        assert_eq!(ok_code(&r), 7, "{mode:?}");
+    }
+}
+
+#[test]
+fn raw_out_loop_to_the_null_port() {
+    if !kvm_or_skip("raw_out_loop_to_the_null_port") {
+        return;
+    }
+    let elf = guest("basic");
+    for mode in MODES {
+        let n = 2000;
+        let t = std::time::Instant::now();
+        let (r, _) = run(&elf, mode, 1, &format!("outloop {n}"));
+        assert_eq!(ok_code(&r), 0, "{mode:?}");
+        eprintln!(
+            "{mode:?}: {n} null-port exits (plus VM set-up) in {:?}",
+            t.elapsed()
+        );
+    }
+}
+
+#[test]
+fn abi_version_through_the_gate() {
+    if !kvm_or_skip("abi_version_through_the_gate") {
+        return;
+    }
+    let elf = guest("basic");
+    for mode in MODES {
+        let (r, _) = run(&elf, mode, 1, "version");
+        assert_eq!(
+            ok_code(&r),
+            u64::from(pvabi::ABI_VERSION.to_u32()),
+            "{mode:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_calls_are_not_supported() {
+    if !kvm_or_skip("unknown_calls_are_not_supported") {
+        return;
+    }
+    let elf = guest("basic");
+    for mode in MODES {
+        let (r, _) = run(&elf, mode, 1, "unknown");
+        assert_eq!(ok_code(&r), 3, "{mode:?}");
+    }
+}
+
+#[test]
+fn console_output_is_captured() {
+    if !kvm_or_skip("console_output_is_captured") {
+        return;
+    }
+    let elf = guest("basic");
+    for mode in MODES {
+        let (r, out) = run(&elf, mode, 1, "console");
+        assert_eq!(ok_code(&r), 0, "{mode:?}");
+        assert_eq!(out, "hello from the guest\n", "{mode:?}");
+    }
+}
+
+#[test]
+fn boot_info_describes_the_vm() {
+    if !kvm_or_skip("boot_info_describes_the_vm") {
+        return;
+    }
+    let elf = guest("basic");
+    let (r, _) = run(&elf, Mode::Ring0, 3, "bootinfo 3");
+    assert_eq!(ok_code(&r), 0);
+    let (r, _) = run(&elf, Mode::PvRing3, 2, "bootinfo 2");
+    assert_eq!(ok_code(&r), 1 << 8, "exec_mode PV_RING3 in bits 8..");
+}
+
+#[test]
+fn cpuid_carries_the_signature_in_ring0() {
+    if !kvm_or_skip("cpuid_carries_the_signature_in_ring0") {
+        return;
+    }
+    let elf = guest("basic");
+    let (r, _) = run(&elf, Mode::Ring0, 1, "cpuid");
+    let code = ok_code(&r);
+    assert_eq!(code & 1, 1, "signature at leaf 0x4000_0100");
+    assert_eq!(
+        code >> 8,
+        u64::from(pvabi::gate::DEFAULT_IOPORT),
+        "gate port in ECX"
+    );
+}
+
+#[test]
+fn triple_fault_is_an_error_with_registers() {
+    if !kvm_or_skip("triple_fault_is_an_error_with_registers") {
+        return;
+    }
+    let elf = guest("basic");
+    for mode in MODES {
+        let (r, _) = run(&elf, mode, 1, "triple");
+        match r {
+            Err(e @ Error::TripleFault { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("vCPU 0") && msg.contains("rip="), "{msg}");
+            }
+            other => panic!("{mode:?}: expected a triple fault, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn two_vcpus_with_vcpu_start() {
+    if !kvm_or_skip("two_vcpus_with_vcpu_start") {
+        return;
+    }
+    let elf = guest("basic");
+    for mode in MODES {
+        let (r, _) = run(&elf, mode, 2, "smp");
+        // The secondary stores arg (0x1000) + its id (1).
+        assert_eq!(ok_code(&r), 0x1001, "{mode:?}");
+    }
+}
+
+#[test]
+fn watchdog_ends_a_hung_guest() {
+    if !kvm_or_skip("watchdog_ends_a_hung_guest") {
+        return;
+    }
+    let elf = guest("basic");
+    let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let cfg = pvabi_kvm::RunConfig {
+        mem_mib: 16,
+        cmdline: "hang".into(),
+        mode: Mode::PvRing3,
+        console: pvabi_kvm::ConsoleSink::Capture(buf),
+        watchdog: Some(std::time::Duration::from_millis(300)),
+        ..Default::default()
+    };
+    match pvabi_kvm::run_elf(&elf, cfg) {
+        Err(e @ Error::Watchdog { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains("vCPU 0") && msg.contains("rip="), "{msg}");
+        }
+        other => panic!("expected the watchdog, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_images_and_configs_are_errors() {
+    let elf = std::env::current_exe().expect("test binary");
+    // The test binary itself is an ELF whose segments are not where a guest's must be (or
+    // it is position independent at 0): the loader refuses it.
+    let cfg = pvabi_kvm::RunConfig::default();
+    match pvabi_kvm::run_elf(&elf, cfg) {
+        Err(Error::Image { .. }) | Err(Error::NoKvm(_)) => {}
+        other => panic!("expected an image error, got {other:?}"),
+    }
+    let cfg = pvabi_kvm::RunConfig {
+        vcpus: 0,
+        ..Default::default()
+    };
+    match pvabi_kvm::run_elf(&elf, cfg) {
+        Err(Error::Config(_)) | Err(Error::NoKvm(_)) => {}
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}

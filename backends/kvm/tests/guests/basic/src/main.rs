@@ -1,0 +1,203 @@
+//! Test guest for pvabi-kvm: raw gate calls through `out dx, eax`, behaviour chosen by the
+//! command line in the BootInfo. Each test ends with POWER.SHUTDOWN and a code the host test
+//! checks.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use pvabi::call::{self, CallId};
+use pvabi::gate::{DEFAULT_IOPORT, NULL_IOPORT};
+use pvabi::BootInfo;
+use pvabi_image_rt as _;
+
+/// One gate call; returns (status register, value register).
+fn gate(id: CallId, a0: u64, a1: u64, a2: u64, a3: u64) -> (u64, u64) {
+    let status: u64;
+    let value: u64;
+    // SAFETY: `out dx, eax` to the gate port is the pvabi call instruction; the host changes
+    // only RAX and RDI (declared), and reads memory only through addresses we pass.
+    unsafe {
+        core::arch::asm!(
+            "out dx, eax",
+            inout("rax") u64::from(id.0) => status,
+            inout("rdi") a0 => value,
+            in("rsi") a1,
+            in("r8") a2,
+            in("r9") a3,
+            in("r10") 0u64,
+            in("r11") 0u64,
+            in("dx") DEFAULT_IOPORT,
+            options(nostack)
+        );
+    }
+    (status, value)
+}
+
+fn poweroff(code: u64) -> ! {
+    gate(call::POWER_SHUTDOWN, 0, code, 0, 0);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+fn write(s: &[u8]) {
+    gate(call::CONSOLE_WRITE, s.as_ptr() as u64, s.len() as u64, 0, 0);
+}
+
+fn parse_u64(s: &[u8]) -> u64 {
+    let mut v: u64 = 0;
+    for &b in s {
+        if b.is_ascii_digit() {
+            v = v.wrapping_mul(10).wrapping_add(u64::from(b - b'0'));
+        }
+    }
+    v
+}
+
+static AP_DONE: AtomicU64 = AtomicU64::new(0);
+
+#[repr(C, align(16))]
+struct Stack([u8; 16384]);
+static mut AP_STACK: Stack = Stack([0; 16384]);
+
+extern "C" fn ap_entry(arg: u64, id: u64) -> ! {
+    AP_DONE.store(arg + id, Ordering::SeqCst);
+    gate(call::VCPU_KICK, 0, 0, 0, 0);
+    gate(call::VCPU_STOP, 0, 0, 0, 0);
+    poweroff(99)
+}
+
+/// Entry of the boot vCPU: RDI = BootInfo GPA.
+#[no_mangle]
+#[link_section = ".text._start"]
+pub extern "C" fn _start(boot_info: u64) -> ! {
+    // SAFETY: the loader passes the GPA of a BootInfo in identity-mapped RAM, 8-byte aligned.
+    let bi: BootInfo = unsafe { core::ptr::read_volatile(boot_info as *const BootInfo) };
+    // SAFETY: the loader wrote `cmdline_len` bytes at `cmdline_gpa`, identity mapped.
+    let cmd = unsafe {
+        core::slice::from_raw_parts(bi.cmdline_gpa as *const u8, bi.cmdline_len as usize)
+    };
+    let (verb, rest) = match cmd.iter().position(|&b| b == b' ') {
+        Some(i) => (&cmd[..i], &cmd[i + 1..]),
+        None => (cmd, &cmd[cmd.len()..]),
+    };
+    match verb {
+        b"exit" => poweroff(parse_u64(rest)),
+        b"outloop" => {
+            let n = parse_u64(rest);
+            for _ in 0..n {
+                // SAFETY: a write to the null port only exits to the host, which ignores it.
+                unsafe {
+                    core::arch::asm!("out dx, eax", in("dx") NULL_IOPORT, in("eax") 0u32,
+                                     options(nostack, nomem))
+                };
+            }
+            poweroff(0)
+        }
+        b"gateloop" => {
+            let n = parse_u64(rest);
+            let mut bad = 0;
+            for _ in 0..n {
+                let (s, v) = gate(call::BASE_GET_VCPU_ID, 0, 0, 0, 0);
+                if s != 0 || v != 0 {
+                    bad += 1;
+                }
+            }
+            poweroff(bad)
+        }
+        b"version" => {
+            let (s, v) = gate(call::BASE_GET_ABI_VERSION, 0, 0, 0, 0);
+            poweroff(if s == 0 { v } else { 0xdead })
+        }
+        b"unknown" => {
+            // An unknown call and a call id with high bits set are NOT_SUPPORTED (-1).
+            let (s1, _) = gate(CallId(0x7777_0001), 0, 0, 0, 0);
+            let status: u64;
+            // SAFETY: as in `gate`, with a 64-bit RAX whose high half is nonzero.
+            unsafe {
+                core::arch::asm!("out dx, eax", inout("rax") 1u64 << 40 => status,
+                                 inout("rdi") 0u64 => _, in("dx") DEFAULT_IOPORT, options(nostack));
+            }
+            poweroff(u64::from(s1 == u64::MAX) + 2 * u64::from(status == u64::MAX))
+        }
+        b"console" => {
+            write(b"hello from the guest");
+            gate(call::CONSOLE_WRITE_BYTE, u64::from(b'\n'), 0, 0, 0);
+            // A bad buffer is INVALID_ADDRESS (-3), not a fault.
+            let (s, _) = gate(call::CONSOLE_WRITE, 1 << 46, 16, 0, 0);
+            poweroff(if s == (-3i64) as u64 { 0 } else { 1 })
+        }
+        b"bootinfo" => {
+            let mut code = 0;
+            if bi.magic != BootInfo::MAGIC {
+                code |= 1;
+            }
+            if bi.vcpu_count != parse_u64(rest) as u32 {
+                code |= 2;
+            }
+            if bi.gate_param != u64::from(DEFAULT_IOPORT) || bi.gate_kind != 1 {
+                code |= 4;
+            }
+            if bi.mem_map_entries == 0 || bi.mem_size == 0 {
+                code |= 8;
+            }
+            poweroff(code | u64::from(bi.exec_mode) << 8)
+        }
+        b"cpuid" => {
+            let r = core::arch::x86_64::__cpuid(0x4000_0100);
+            let sig = pvabi::discovery::cpuid_signature_regs();
+            let ok = r.ebx == sig[0] && r.ecx == sig[1] && r.edx == sig[2];
+            let g = core::arch::x86_64::__cpuid(0x4000_0101);
+            poweroff(u64::from(ok) | (u64::from(g.ecx) << 8))
+        }
+        b"triple" => {
+            // SAFETY: deliberately raises #UD with no IDT: a triple fault the host reports.
+            unsafe { core::arch::asm!("ud2", options(nostack, nomem)) };
+            poweroff(1)
+        }
+        b"hang" => loop {
+            core::hint::spin_loop();
+        },
+        b"smp" => {
+            let top = core::ptr::addr_of_mut!(AP_STACK) as u64 + 16384 - 8;
+            let (s, _) = gate(
+                call::VCPU_START,
+                1,
+                ap_entry as *const () as u64,
+                top,
+                0x1000,
+            );
+            if s != 0 {
+                poweroff(0x100 | (s & 0xff));
+            }
+            // Starting it again while it runs is ALREADY (-7) unless it already stopped.
+            loop {
+                let v = AP_DONE.load(Ordering::SeqCst);
+                if v != 0 {
+                    // Wait until it has stopped, then report.
+                    loop {
+                        let (_, st) = gate(call::VCPU_GET_STATUS, 1, 0, 0, 0);
+                        if st == 0 {
+                            break;
+                        }
+                        gate(call::VCPU_YIELD, 0, 0, 0, 0);
+                    }
+                    poweroff(v)
+                }
+                // Sleep until kicked (or 1 s passes).
+                let (_, now) = gate(call::CLOCK_GET_TIME, 0, 0, 0, 0);
+                gate(call::VCPU_BLOCK, now + 1_000_000_000, 0, 0, 0);
+            }
+        }
+        _ => {
+            write(b"unknown command\n");
+            poweroff(255)
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    poweroff(0xbad)
+}
