@@ -145,7 +145,7 @@ calls! {
     BASE_GET_VCPU_ID = (BASE, 5, "BASE.GET_VCPU_ID", 0, true);
     /// BASE.GET_VCPU_COUNT() -> number of vCPUs (`BASE-9`).
     BASE_GET_VCPU_COUNT = (BASE, 6, "BASE.GET_VCPU_COUNT", 0, true);
-    /// BASE.RING_REGISTER(ring_gpa, entries_log2, doorbell_port_out) (`RING-1`).
+    /// BASE.RING_REGISTER(ring_gpa, order) -> doorbell I/O port (`RING-1`).
     BASE_RING_REGISTER = (BASE, 7, "BASE.RING_REGISTER", 2, true);
     /// BASE.RING_UNREGISTER() (`RING-7`).
     BASE_RING_UNREGISTER = (BASE, 8, "BASE.RING_UNREGISTER", 0, true);

@@ -91,7 +91,7 @@ pub const fn scale_for_hz(tsc_hz: u64) -> (u32, i8) {
     (mul as u32, shift)
 }
 
-/// Largest deadline accepted by CLOCK.SET_TIMER; 0 cancels the timer (spec `CLK-8`).
+/// The CLOCK.SET_TIMER deadline that cancels the calling vCPU's timer (spec `CLK-8`).
 pub const TIMER_CANCEL: u64 = 0;
 
 const_assert_eq!(core::mem::size_of::<ClockPage>(), ClockPage::SIZE);

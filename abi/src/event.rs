@@ -7,8 +7,9 @@
 //!
 //! ## Delivery (spec `EVT-6`, `EVT-7`, `EVT-11`)
 //! On a send the host atomically sets the pending bit. If the port is not masked it sets bit
-//! `p / 64` in the bound vCPU's `selector`, sets its `upcall_pending`, and when that vCPU's
-//! `upcall_mask` is zero delivers an upcall and wakes it if blocked.
+//! `p / 64` in the bound vCPU's `selector`, sets its `upcall_pending`, delivers an upcall when
+//! that vCPU's `upcall_mask` is zero, and wakes the vCPU if it is blocked (whatever its
+//! `upcall_mask`).
 //!
 //! ## Upcall modes (spec `EVT-10`, `EVT-12`..`EVT-14`)
 //! * [`UpcallMode::VECTOR`]: an external interrupt on the given vector (ring-0 guests).

@@ -37,7 +37,7 @@ pub const NO_TXN: u64 = 0;
 pub struct GuestAccess(pub u32);
 
 impl GuestAccess {
-    /// The guest may neither read nor change the node: READ, WRITE and REMOVE give DENIED.
+    /// The guest may neither read nor change the node: READ, LIST, WRITE and REMOVE give DENIED.
     pub const NONE: GuestAccess = GuestAccess(0);
     /// The guest may read.
     pub const READ: GuestAccess = GuestAccess(1);
