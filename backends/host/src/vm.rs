@@ -1829,6 +1829,26 @@ impl Vm {
         })
     }
 
+    /// Ends a callback upcall as VCPU.UPCALL_RETURN would (restores nothing in registers:
+    /// returns the saved frame), for backends whose callbacks return normally (in-process).
+    ///
+    /// # Errors
+    ///
+    /// BAD_STATE when the vCPU is not inside a callback.
+    pub fn leave_callback(&self, vcpu: u32) -> Result<UpcallFrame, Status> {
+        let mut fx = Fx::default();
+        let r = {
+            let mut st = self.lock();
+            match self.exec(&mut st, &mut fx, vcpu, Call::VcpuUpcallReturn) {
+                Ok(Flow::Out(Outcome::UpcallReturn(f))) => Ok(f),
+                Ok(_) => Err(Status::FAILED),
+                Err(Fail(r)) => Err(r.status),
+            }
+        };
+        self.flush(fx);
+        r
+    }
+
     /// Fires due timers, ends due VCPU.BLOCK waits, delivers due delayed events and refreshes
     /// the clock pages. Call it when [`Platform::deadline_changed`]'s deadline is reached or a
     /// virtual clock moved.
