@@ -318,7 +318,7 @@ fn probe(gate: &RegisterGate, features: Features) -> [u16; PROBED_SERVICES] {
     let services = ServiceId::V1
         .iter()
         .copied()
-        .chain(harness.then_some(ServiceId::HARNESS).into_iter());
+        .chain(harness.then_some(ServiceId::HARNESS));
     for svc in services {
         let n = base_call(gate, BASE_PROBE_SERVICE, u64::from(svc.0))
             .ok()

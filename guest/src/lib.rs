@@ -67,6 +67,7 @@ pub mod upcall;
 pub mod vcpu;
 
 pub use discovery::{DiscoverError, DiscoverOptions, DiscoverySource, HostInfo};
+pub use gate::arena::GuestArena;
 pub use gate::phys::PhysReader;
 pub use gate::{InProcessFn, InProcessGate, InProcessRegs, RegisterGate};
 pub use pvabi;

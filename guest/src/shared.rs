@@ -14,8 +14,6 @@ use pvabi::event::{UpcallFrame, BITMAP_WORDS};
 use pvabi::MAX_VCPUS;
 use static_assertions::{const_assert, const_assert_eq};
 
-const Z64: AtomicU64 = AtomicU64::new(0);
-
 /// One vCPU's record in the event page ([`pvabi::event::VcpuEventInfo`], 192 bytes).
 #[derive(Debug)]
 #[repr(C)]
@@ -39,8 +37,8 @@ impl VcpuEventShared {
             selector: AtomicU64::new(0),
             upcall_pending: AtomicU32::new(0),
             upcall_mask: AtomicU32::new(0),
-            _reserved: [Z64; 6],
-            frame: [Z64; 16],
+            _reserved: [const { AtomicU64::new(0) }; 6],
+            frame: [const { AtomicU64::new(0) }; 16],
         }
     }
 
@@ -91,10 +89,10 @@ impl EventPageShared {
     /// An all-zero page (nothing pending, nothing masked).
     pub const fn new() -> Self {
         Self {
-            pending: [Z64; BITMAP_WORDS],
-            mask: [Z64; BITMAP_WORDS],
+            pending: [const { AtomicU64::new(0) }; BITMAP_WORDS],
+            mask: [const { AtomicU64::new(0) }; BITMAP_WORDS],
             vcpu: [const { VcpuEventShared::new() }; MAX_VCPUS as usize],
-            _reserved: [Z64; 96],
+            _reserved: [const { AtomicU64::new(0) }; 96],
         }
     }
 }
@@ -308,7 +306,7 @@ impl RingHeaderShared {
             cmp_cons: AtomicU32::new(0),
             host_polling: AtomicU32::new(0),
             _reserved0: AtomicU32::new(0),
-            _reserved1: [Z64; 4],
+            _reserved1: [const { AtomicU64::new(0) }; 4],
         }
     }
 }
@@ -338,7 +336,7 @@ impl RingRequestShared {
         Self {
             cookie: AtomicU32::new(0),
             call_id: AtomicU32::new(0),
-            args: [Z64; 6],
+            args: [const { AtomicU64::new(0) }; 6],
             _reserved: AtomicU64::new(0),
         }
     }

@@ -21,6 +21,7 @@
 //! same register file as the hardware gates (`rax` = call id in, status out; `args[0..6]` =
 //! RDI, RSI, R8, R9, R10, R11; value out in `args[0]`).
 
+pub mod arena;
 pub mod phys;
 pub mod upcall_entry;
 
