@@ -42,14 +42,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-mod calls;
 mod kick;
 pub mod layout;
 mod loader;
+mod platform;
 mod upcall;
 mod vmm;
 
-pub use vmm::CPUID_BASE;
+pub use pvabi_host::{CrashReport, Report};
+pub use vmm::{CPUID_BASE, RING_DOORBELL_PORT};
 
 /// The value of BASE.GET_BACKEND_VERSION: `major << 32 | minor << 16 | patch` of this crate.
 pub const BACKEND_VERSION: u64 = 1 << 16;
@@ -91,6 +92,8 @@ pub struct RunConfig {
     pub console: ConsoleSink,
     /// End the VM with [`Error::Watchdog`] when no vCPU exits for this long.
     pub watchdog: Option<Duration>,
+    /// Offer the HARNESS service (certification runs only).
+    pub harness: bool,
 }
 
 impl Default for RunConfig {
@@ -102,6 +105,7 @@ impl Default for RunConfig {
             mode: Mode::Ring0,
             console: ConsoleSink::Stdout,
             watchdog: None,
+            harness: false,
         }
     }
 }
@@ -115,6 +119,19 @@ pub struct ExitStatus {
     pub code: u64,
     /// The vCPU that called POWER.SHUTDOWN.
     pub vcpu: u32,
+}
+
+/// Everything a finished run left behind.
+#[derive(Clone, Debug)]
+pub struct RunOutput {
+    /// How the guest shut down.
+    pub status: ExitStatus,
+    /// The crash report, for a CRASH shutdown with a registered crash buffer.
+    pub crash: Option<CrashReport>,
+    /// Conformance result records the guest sent through HARNESS.REPORT.
+    pub reports: Vec<Report>,
+    /// The most recent console output (up to 64 KiB).
+    pub console: Vec<u8>,
 }
 
 /// The registers of a vCPU when something went wrong.
@@ -266,8 +283,17 @@ pub fn kvm_usable() -> Result<(), Error> {
 /// # Ok::<(), pvabi_kvm::Error>(())
 /// ```
 pub fn run_elf(path: &Path, cfg: RunConfig) -> Result<ExitStatus, Error> {
+    run(path, &cfg).map(|o| o.status)
+}
+
+/// Runs the guest ELF at `path` until it shuts down and returns everything it left: the exit
+/// status, a crash report, HARNESS result records and the recent console output.
+///
+/// # Errors
+///
+/// As [`run_elf`].
+pub fn run(path: &Path, cfg: &RunConfig) -> Result<RunOutput, Error> {
     let kvm = kvm_ioctls::Kvm::new().map_err(Error::NoKvm)?;
-    let services: Box<dyn calls::Services> = Box::new(calls::Builtin);
-    let m = vmm::Machine::new(&kvm, path, &cfg, services)?;
+    let m = vmm::Machine::new(&kvm, path, cfg)?;
     m.run()
 }

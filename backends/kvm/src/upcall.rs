@@ -1,16 +1,13 @@
 //! Delivering upcalls: interrupts on a vector (ring 0) and callbacks with a saved frame (PV
 //! ring 3, spec `EVT-12`..`EVT-14`).
 
-use std::sync::atomic::Ordering;
-
 use kvm_bindings::kvm_interrupt;
 use kvm_ioctls::{SyncReg, VcpuFd};
-use pvabi::event::{UpcallFrame, RED_ZONE};
+use pvabi::event::UpcallFrame;
+use pvabi_host::Vm;
 use vmm_sys_util::ioctl::ioctl_with_ref;
 use vmm_sys_util::ioctl_iow_nr;
 
-use crate::calls::UpcallTarget;
-use crate::vmm::Shared;
 use crate::Error;
 
 const KVMIO: u32 = 0xAE;
@@ -21,67 +18,41 @@ const RFLAGS_GUEST_MASK: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800 | 
 /// RFLAGS bits always set in PV ring 3: reserved bit 1, IF, IOPL = 3.
 const RFLAGS_PV_FIXED: u64 = 0x2 | 0x200 | 0x3000;
 
-/// Ring 0: if an upcall is due, injects it on the guest's vector when the guest can take an
-/// interrupt, or asks KVM for an interrupt-window exit.
+/// Ring 0: injects an interrupt on `vector` if the guest can take one now (returns true), or
+/// asks KVM for an interrupt-window exit (returns false; try again after the next exit).
 ///
 /// # Errors
 ///
 /// [`Error::Kvm`] when `KVM_INTERRUPT` fails.
-pub(crate) fn ring0_prepare(sh: &Shared, fd: &mut VcpuFd, id: u32) -> Result<(), Error> {
-    let Some(slot) = sh.slots.get(id as usize) else {
-        return Ok(());
-    };
-    if !slot.upcall.swap(false, Ordering::SeqCst) {
-        return Ok(());
-    }
-    let UpcallTarget::Vector(vector) = sh.services.upcall_target(id) else {
-        return Ok(());
-    };
-    if !sh.services.upcall_due(sh, id) {
-        fd.get_kvm_run().request_interrupt_window = 0;
-        return Ok(());
-    }
+pub(crate) fn inject_irq(fd: &mut VcpuFd, vector: u8) -> Result<bool, Error> {
     let run = fd.get_kvm_run();
-    if run.ready_for_interrupt_injection != 0 && run.if_flag != 0 {
-        run.request_interrupt_window = 0;
-        let irq = kvm_interrupt {
-            irq: u32::from(vector),
-        };
-        // SAFETY: `fd` is a vCPU fd; KVM_INTERRUPT reads one `kvm_interrupt` from the pointer,
-        // which is a live local of exactly that type; the return value is checked.
-        let r = unsafe { ioctl_with_ref(&*fd, KVM_INTERRUPT(), &irq) };
-        if r < 0 {
-            return Err(Error::Kvm {
-                what: "KVM_INTERRUPT",
-                source: kvm_ioctls::Error::last(),
-            });
-        }
-    } else {
+    if run.ready_for_interrupt_injection == 0 || run.if_flag == 0 {
         run.request_interrupt_window = 1;
-        slot.upcall.store(true, Ordering::SeqCst);
+        return Ok(false);
     }
-    Ok(())
-}
-
-/// PV ring 3: whether a callback upcall should be delivered before the next entry.
-pub(crate) fn pv_pending(sh: &Shared, id: u32) -> bool {
-    let Some(slot) = sh.slots.get(id as usize) else {
-        return false;
+    run.request_interrupt_window = 0;
+    let irq = kvm_interrupt {
+        irq: u32::from(vector),
     };
-    slot.upcall.swap(false, Ordering::SeqCst)
-        && matches!(sh.services.upcall_target(id), UpcallTarget::Callback(_))
-        && sh.services.upcall_due(sh, id)
+    // SAFETY: `fd` is a vCPU fd; KVM_INTERRUPT reads one `kvm_interrupt` from the pointer,
+    // which is a live local of exactly that type; the return value is checked.
+    let r = unsafe { ioctl_with_ref(&*fd, KVM_INTERRUPT(), &irq) };
+    if r < 0 {
+        return Err(Error::Kvm {
+            what: "KVM_INTERRUPT",
+            source: kvm_ioctls::Error::last(),
+        });
+    }
+    Ok(true)
 }
 
-/// PV ring 3: saves the interrupted context in the event page and enters the callback.
+/// Callback mode: saves the interrupted context through the host machinery (which writes the
+/// frame into the event page and masks upcalls) and enters the callback (spec `EVT-12`).
 ///
 /// # Errors
 ///
 /// What completing a pending port I/O returns.
-pub(crate) fn pv_deliver(sh: &Shared, fd: &mut VcpuFd, id: u32) -> Result<(), Error> {
-    let UpcallTarget::Callback(entry) = sh.services.upcall_target(id) else {
-        return Ok(());
-    };
+pub(crate) fn enter_callback(vm: &Vm, fd: &mut VcpuFd, id: u32) -> Result<(), Error> {
     crate::vmm::complete_pending_io(fd, id)?;
     let r = fd.sync_regs().regs;
     let frame = UpcallFrame {
@@ -99,15 +70,16 @@ pub(crate) fn pv_deliver(sh: &Shared, fd: &mut VcpuFd, id: u32) -> Result<(), Er
         r11: r.r11,
         _reserved: [0; 4],
     };
-    let Some(frame_gpa) = sh.services.save_frame(sh, id, &frame) else {
-        return Ok(());
-    };
-    let regs = &mut fd.sync_regs_mut().regs;
-    regs.rip = entry;
-    regs.rsp = (r.rsp.wrapping_sub(RED_ZONE) & !15).wrapping_sub(8);
-    regs.rdi = frame_gpa;
-    regs.rsi = u64::from(id);
-    fd.set_sync_dirty_reg(SyncReg::Register);
+    // BAD_STATE (the guest switched upcall mode meanwhile) or an unwritable event page: the
+    // upcall is not delivered and the guest keeps running where it was.
+    if let Ok(e) = vm.enter_callback(id, &frame) {
+        let regs = &mut fd.sync_regs_mut().regs;
+        regs.rip = e.rip;
+        regs.rsp = e.rsp;
+        regs.rdi = e.rdi;
+        regs.rsi = e.rsi;
+        fd.set_sync_dirty_reg(SyncReg::Register);
+    }
     Ok(())
 }
 

@@ -11,16 +11,18 @@ use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memo
 use kvm_ioctls::{Kvm, SyncReg, VcpuExit, VcpuFd, VmFd};
 use pvabi::discovery::{ExecMode, Features, GateKind};
 use pvabi::gate::{Regs, Ret};
-use pvabi::vcpu::VcpuState;
-use pvabi::{BootInfo, Status};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
-use zerocopy::{FromZeros, IntoBytes};
+use pvabi::Status;
+use pvabi_host::{ClockParams, GuestRam, Outcome, Upcall, Vm, VmConfig};
+use vm_memory::GuestMemoryBackend;
 
 use crate::layout::*;
-use crate::{kick, ConsoleSink, Error, ExitStatus, Mode, RegDump, RunConfig};
+use crate::{kick, ConsoleSink, Error, ExitStatus, Mode, RegDump, RunConfig, RunOutput};
 
 /// CPUID leaf where this VMM puts the pvabi signature (next to KVM's own at `0x4000_0000`).
 pub const CPUID_BASE: u32 = 0x4000_0100;
+
+/// I/O port of the shared-ring gate's doorbell (what BASE.RING_REGISTER returns).
+pub const RING_DOORBELL_PORT: u16 = 0x0512;
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_MP: u64 = 1 << 1;
@@ -36,82 +38,100 @@ const EFER_LMA: u64 = 1 << 10;
 const RFLAGS_RESERVED: u64 = 1 << 1;
 const RFLAGS_IF: u64 = 1 << 9;
 const RFLAGS_IOPL3: u64 = 3 << 12;
-
-/// What a call does to the calling vCPU besides returning.
-#[derive(Debug)]
-pub(crate) enum Action {
-    /// Write the return pair and resume.
-    Return(Ret),
-    /// Write the return pair, then sleep until an event, a kick or `deadline_ns` (0: none).
-    Block(Ret, u64),
-    /// The vCPU stops (VCPU.STOP); it may be started again.
-    Stop,
-    /// The VM ends (POWER.SHUTDOWN).
-    Shutdown,
-    /// Resume the context saved by a callback upcall (VCPU.UPCALL_RETURN).
-    #[allow(dead_code)] // produced by the host-services adapter
-    UpcallReturn(pvabi::event::UpcallFrame),
-}
+const MSR_IA32_TSC: u32 = 0x10;
 
 /// A pending VCPU.START.
 #[derive(Clone, Copy, Debug)]
-struct StartReq {
+pub(crate) struct StartReq {
     entry: u64,
     stack: u64,
     arg: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct SlotState {
-    status: VcpuState,
+    /// A start request not yet taken by the vCPU thread.
     start: Option<StartReq>,
-    /// A wake-up for a blocked (or about to block) vCPU.
+    /// A wake-up for a sleeping (or about to sleep) vCPU thread.
     wake: bool,
     /// The thread's handle while it is alive and may be signalled.
     thread: Option<libc::pthread_t>,
 }
 
-/// Per-vCPU shared state.
-#[derive(Debug)]
+/// Per-vCPU state shared between the vCPU thread and everyone who wakes it.
+#[derive(Debug, Default)]
 pub(crate) struct Slot {
     state: Mutex<SlotState>,
     cv: Condvar,
-    /// An upcall should be delivered to this vCPU.
+    /// The host machinery asked this vCPU to look at upcalls ([`pvabi_host::Platform::notify`]).
     pub(crate) upcall: AtomicBool,
 }
 
-/// State shared by the vCPU threads and the thread that runs the VM.
-pub(crate) struct Shared {
-    pub(crate) mem: GuestMemoryMmap,
+/// How the run ended, before the host's records are collected.
+type Outcome0 = Result<ExitStatus, Error>;
+
+/// The VMM state every thread shares (no reference to the [`Vm`], which holds the platform
+/// that holds this).
+pub(crate) struct Core {
     pub(crate) mode: Mode,
     pub(crate) vcpus: u32,
     pub(crate) slots: Vec<Slot>,
-    pub(crate) started: Instant,
-    pub(crate) mem_size: u64,
+    started: Instant,
+    /// Wall-clock ns since the UNIX epoch at `started`.
+    pub(crate) epoch_ns: u64,
     console: Mutex<Box<dyn Write + Send>>,
-    outcome: Mutex<Option<Result<ExitStatus, Error>>>,
+    outcome: Mutex<Option<Outcome0>>,
     outcome_cv: Condvar,
     stopping: AtomicBool,
     /// Total exits seen, for the watchdog.
     exits: AtomicU64,
-    #[allow(dead_code)] // read by the clock service of the host-services adapter
-    pub(crate) tsc_khz: u32,
-    pub(crate) services: Box<dyn crate::calls::Services>,
+    /// Guest TSC frequency in Hz (KVM_GET_TSC_KHZ).
+    tsc_hz: u64,
+    /// Guest TSC minus host TSC, sampled at creation.
+    tsc_offset: i64,
+    /// Earliest timer deadline (system-time ns), 0 for none.
+    deadline: Mutex<u64>,
+    deadline_cv: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock means a vCPU thread panicked; the data is plain state and still usable.
+    // A poisoned lock means a thread panicked; the data is plain state and still usable.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Shared {
-    /// Nanoseconds since the VM was created (CLOCK_MONOTONIC).
+fn host_tsc() -> u64 {
+    // SAFETY: RDTSC has no preconditions on x86_64 (it is not disabled for user space on
+    // Linux); it only reads the time-stamp counter.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+impl Core {
+    /// Nanoseconds since the VM was created (CLOCK_MONOTONIC through `Instant`).
     pub(crate) fn now_ns(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Ends the VM with `r` unless it has already ended.
-    pub(crate) fn finish(&self, r: Result<ExitStatus, Error>) {
+    /// pvclock parameters: the guest TSC now and the system time now, and the scale of the
+    /// guest TSC frequency.
+    pub(crate) fn clock_params(&self) -> ClockParams {
+        let tsc = host_tsc().wrapping_add_signed(self.tsc_offset);
+        let now = self.now_ns();
+        let (mul, shift) = pvabi::clock::scale_for_hz(self.tsc_hz);
+        ClockParams {
+            tsc_timestamp: tsc,
+            system_time: now,
+            tsc_to_system_mul: mul,
+            tsc_shift: shift,
+            flags: pvabi::clock::ClockPage::FLAG_TSC_STABLE,
+        }
+    }
+
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Ends the VM with `r` unless it has already ended, and wakes every thread.
+    pub(crate) fn finish(&self, r: Outcome0) {
         let mut o = lock(&self.outcome);
         if o.is_none() {
             *o = Some(r);
@@ -119,87 +139,159 @@ impl Shared {
         self.stopping.store(true, Ordering::SeqCst);
         self.outcome_cv.notify_all();
         drop(o);
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
         for v in 0..self.vcpus {
             self.kick(v);
         }
+        self.deadline_cv.notify_all();
     }
 
-    fn stopping(&self) -> bool {
-        self.stopping.load(Ordering::SeqCst)
-    }
-
-    /// Wakes vCPU `v`: out of VCPU.BLOCK / HLT, and out of `KVM_RUN` so it looks at pending
-    /// upcalls. Unknown ids are ignored.
+    /// Wakes vCPU `v`: out of a sleep (VCPU.BLOCK, HLT, waiting for START) and out of
+    /// `KVM_RUN`. Unknown ids are ignored.
     pub(crate) fn kick(&self, v: u32) {
         let Some(slot) = self.slots.get(v as usize) else {
             return;
         };
-        let st = lock(&slot.state);
-        let mut st = st;
+        let mut st = lock(&slot.state);
         st.wake = true;
         if let Some(t) = st.thread {
-            // SAFETY: `thread` is Some only while the vCPU thread is alive: the thread sets
-            // it at start and clears it, under this same lock, before it returns; we hold the
-            // lock, so the thread cannot have exited.
-            unsafe { kick::signal_thread(t) };
+            // SAFETY: pthread_self and pthread_equal have no preconditions.
+            let own = unsafe { libc::pthread_equal(t, libc::pthread_self()) } != 0;
+            if !own {
+                // SAFETY: `thread` is Some only while the vCPU thread is alive: the thread
+                // sets it at start and clears it under this same lock before it returns; we
+                // hold the lock, so the thread has not exited. A thread never kicks itself
+                // out of KVM_RUN (it is not in it), so its own id is skipped.
+                unsafe { kick::signal_thread(t) };
+            }
         }
         slot.cv.notify_all();
     }
 
-    /// Marks an upcall pending for `v` and kicks it.
-    #[allow(dead_code)] // called by the event service of the host-services adapter
-    pub(crate) fn raise_upcall(&self, v: u32) {
+    /// [`pvabi_host::Platform::notify`]: look at upcalls and block results.
+    pub(crate) fn notify(&self, v: u32) {
         if let Some(slot) = self.slots.get(v as usize) {
             slot.upcall.store(true, Ordering::SeqCst);
             self.kick(v);
         }
     }
 
-    /// Writes console bytes.
+    /// [`pvabi_host::Platform::start_vcpu`]: hands the start request to the vCPU's thread.
+    pub(crate) fn queue_start(
+        &self,
+        v: u32,
+        entry: u64,
+        stack: u64,
+        arg: u64,
+    ) -> Result<(), Status> {
+        let slot = self.slots.get(v as usize).ok_or(Status::INVALID_PARAM)?;
+        if self.stopping() {
+            return Err(Status::FAILED);
+        }
+        let mut st = lock(&slot.state);
+        st.start = Some(StartReq { entry, stack, arg });
+        slot.cv.notify_all();
+        Ok(())
+    }
+
+    /// Writes console bytes (best effort: a closed output must not end the guest).
     pub(crate) fn console_write(&self, bytes: &[u8]) {
         let mut c = lock(&self.console);
-        // Console output is best effort: a closed stdout must not end the guest.
         let _ = c.write_all(bytes);
         let _ = c.flush();
     }
 
-    /// VCPU.START: validates and queues the start of a stopped vCPU.
-    pub(crate) fn start_vcpu(&self, v: u64, entry: u64, stack: u64, arg: u64) -> Ret {
-        let Some(slot) = usize::try_from(v).ok().and_then(|i| self.slots.get(i)) else {
-            return Ret::err(Status::INVALID_PARAM);
+    /// [`pvabi_host::Platform::deadline_changed`].
+    pub(crate) fn set_deadline(&self, d: u64) {
+        if d == 0 {
+            return;
+        }
+        let mut cur = lock(&self.deadline);
+        *cur = if *cur == 0 { d } else { (*cur).min(d) };
+        self.deadline_cv.notify_all();
+    }
+
+    /// After a poll: the deadline becomes the earlier of `next` and any set meanwhile.
+    pub(crate) fn merge_deadline(&self, next: u64) {
+        let mut cur = lock(&self.deadline);
+        *cur = match (*cur, next) {
+            (0, n) => n,
+            (c, 0) => c,
+            (c, n) => c.min(n),
         };
-        if !self.mapped(entry) || !self.mapped(stack.saturating_sub(8)) {
-            return Ret::err(Status::INVALID_ADDRESS);
+    }
+
+    /// Waits until the deadline is reached (then consumes it and returns `Some`), at most
+    /// `max`; returns `None` on timeout or stop.
+    pub(crate) fn wait_deadline(&self, max: Duration) -> Option<()> {
+        let mut cur = lock(&self.deadline);
+        let t0 = Instant::now();
+        loop {
+            if self.stopping() {
+                return None;
+            }
+            let now = self.now_ns();
+            if *cur != 0 && now >= *cur {
+                *cur = 0;
+                return Some(());
+            }
+            let waited = t0.elapsed();
+            if waited >= max {
+                return None;
+            }
+            let mut wait = max - waited;
+            if *cur != 0 {
+                wait = wait.min(Duration::from_nanos(*cur - now));
+            }
+            cur = self
+                .deadline_cv
+                .wait_timeout(cur, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+    }
+
+    /// Sleeps until a wake-up (or the VM stops), then consumes it.
+    fn wait_wake(&self, id: u32) {
+        let Some(slot) = self.slots.get(id as usize) else {
+            return;
+        };
         let mut st = lock(&slot.state);
-        if st.status != VcpuState::STOPPED {
-            return Ret::err(Status::ALREADY);
+        while !st.wake && !self.stopping() {
+            st = slot.cv.wait(st).unwrap_or_else(|e| e.into_inner());
         }
-        st.status = VcpuState::START_PENDING;
-        st.start = Some(StartReq { entry, stack, arg });
-        slot.cv.notify_all();
-        Ret::ok(0)
+        st.wake = false;
     }
 
-    /// VCPU.GET_STATUS.
-    pub(crate) fn vcpu_status(&self, v: u64) -> Option<VcpuState> {
-        let slot = usize::try_from(v).ok().and_then(|i| self.slots.get(i))?;
-        Some(lock(&slot.state).status)
-    }
-
-    /// Whether `gpa` is guest RAM (identity mapped, so also a valid guest virtual address).
-    pub(crate) fn mapped(&self, gpa: u64) -> bool {
-        gpa < self.mem_size && self.mem.check_address(GuestAddress(gpa)).is_some()
+    /// Waits until vCPU `id` is started (or the VM stops); returns the start request.
+    fn wait_for_start(&self, id: u32) -> Option<StartReq> {
+        let slot = self.slots.get(id as usize)?;
+        let mut st = lock(&slot.state);
+        loop {
+            if self.stopping() {
+                return None;
+            }
+            if let Some(s) = st.start.take() {
+                return Some(s);
+            }
+            st = slot.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
 /// A VM ready to run.
 pub(crate) struct Machine {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    vm: Arc<Vm>,
     vcpu_fds: Vec<VcpuFd>,
     entry: u64,
     cpuid: CpuId,
-    _vm: VmFd,
+    boot_info_gpa: u64,
+    // Dropped after the vCPU fds (field order), which KVM requires for a clean teardown.
+    _vm_fd: VmFd,
     watchdog: Option<Duration>,
 }
 
@@ -209,12 +301,7 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
 
 impl Machine {
     /// Creates the VM, loads the image and writes the boot structures.
-    pub(crate) fn new(
-        kvm: &Kvm,
-        image: &Path,
-        cfg: &RunConfig,
-        services: Box<dyn crate::calls::Services>,
-    ) -> Result<Self, Error> {
+    pub(crate) fn new(kvm: &Kvm, image: &Path, cfg: &RunConfig) -> Result<Self, Error> {
         if cfg.vcpus == 0 || cfg.vcpus > pvabi::MAX_VCPUS {
             return Err(Error::Config(format!(
                 "vcpus must be 1..={}, not {}",
@@ -241,14 +328,15 @@ impl Machine {
         }
         kick::install().map_err(Error::Signal)?;
 
-        let vm = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
+        let vm_fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         let mem_len = usize::try_from(mem_size)
             .map_err(|_| Error::Config("memory size does not fit usize".into()))?;
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), mem_len)])
-            .map_err(|e| Error::Memory(e.to_string()))?;
-        for (slot, region) in mem.iter().enumerate() {
+        let ram =
+            GuestRam::from_ranges(&[(0, mem_len)]).map_err(|e| Error::Memory(e.to_string()))?;
+        for (slot, region) in ram.memory().iter().enumerate() {
             use vm_memory::GuestMemoryRegion;
-            let host = mem
+            let host = ram
+                .memory()
                 .get_host_address(region.start_addr())
                 .map_err(|e| Error::Memory(e.to_string()))?;
             let r = kvm_userspace_memory_region {
@@ -258,69 +346,35 @@ impl Machine {
                 memory_size: region.len(),
                 userspace_addr: host as u64,
             };
-            // SAFETY: `userspace_addr..+memory_size` is the live anonymous mapping of `region`,
-            // owned by `mem`, which `Shared` keeps alive longer than the VM fd (`Machine`
-            // drops `_vm` before... and the vCPU threads are joined before `Shared` can be
-            // dropped); slots do not overlap (one region per slot).
-            unsafe { vm.set_user_memory_region(r) }
+            // SAFETY: `userspace_addr..+memory_size` is the live anonymous mapping of
+            // `region`, owned by `ram`; the `Vm` keeps a clone of `ram` and outlives the VM fd
+            // (the vCPU threads are joined and `Machine` drops `_vm_fd` while `ram` is still
+            // referenced by the `Vm` it owns); one region per slot, so slots do not overlap.
+            unsafe { vm_fd.set_user_memory_region(r) }
                 .map_err(kvm_err("KVM_SET_USER_MEMORY_REGION"))?;
         }
 
-        let image_end = crate::loader::load_elf(&mem, image, mem_size)?;
-        let entry = image_end.1;
-        let image_end = image_end.0;
-
+        let (image_end, entry) = crate::loader::load_elf(ram.memory(), image, mem_size)?;
         let user = cfg.mode == Mode::PvRing3;
-        write_page_tables(&mem, user).map_err(|e| Error::Memory(e.to_string()))?;
-        write_gdt(&mem).map_err(|e| Error::Memory(e.to_string()))?;
-
-        let map = memory_map(mem_size, image_end);
-        let mut bi = BootInfo::new_zeroed();
-        bi.magic = BootInfo::MAGIC;
-        bi.abi_version = pvabi::ABI_VERSION.to_u32();
-        bi.size = BootInfo::SIZE as u32;
-        bi.gate_kind = GateKind::IOPORT.0;
-        bi.gate_param = u64::from(pvabi::gate::DEFAULT_IOPORT);
-        bi.features = services.features(cfg.mode).bits();
-        bi.vcpu_count = cfg.vcpus;
-        bi.boot_vcpu = 0;
-        bi.mem_map_gpa = MEM_MAP_GPA;
-        bi.mem_map_entries = map.len() as u32;
-        bi.exec_mode = match cfg.mode {
-            Mode::Ring0 => ExecMode::RING0.0,
-            Mode::PvRing3 => ExecMode::PV_RING3.0,
-        };
-        bi.cmdline_gpa = CMDLINE_GPA;
-        bi.cmdline_len = cfg.cmdline.len() as u32;
-        bi.backend_id = pvabi::discovery::backend_id::KVM;
-        bi.mem_size = mem_size;
-        let w = |b: &[u8], a: u64| {
-            mem.write_slice(b, GuestAddress(a))
-                .map_err(|e| Error::Memory(e.to_string()))
-        };
-        w(bi.as_bytes(), BOOT_INFO_GPA)?;
-        w(map.as_slice().as_bytes(), MEM_MAP_GPA)?;
-        w(cfg.cmdline.as_bytes(), CMDLINE_GPA)?;
+        write_page_tables(ram.memory(), user).map_err(|e| Error::Memory(e.to_string()))?;
+        write_gdt(ram.memory()).map_err(|e| Error::Memory(e.to_string()))?;
 
         // Not needed on AMD or for long-mode guests on most hosts; harmless where unsupported.
-        let _ = vm.set_tss_address(0xfffb_d000);
-
-        let mut cpuid = kvm
-            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        add_pvabi_leaves(&mut cpuid, services.features(cfg.mode), cfg.vcpus)?;
+        let _ = vm_fd.set_tss_address(0xfffb_d000);
 
         let mut vcpu_fds = Vec::new();
         for id in 0..cfg.vcpus {
             vcpu_fds.push(
-                vm.create_vcpu(u64::from(id))
+                vm_fd
+                    .create_vcpu(u64::from(id))
                     .map_err(kvm_err("KVM_CREATE_VCPU"))?,
             );
         }
-        let tsc_khz = vcpu_fds
+        let first = vcpu_fds
             .first()
-            .and_then(|v| v.get_tsc_khz().ok())
-            .unwrap_or(0);
+            .ok_or_else(|| Error::Config("no vCPU".into()))?;
+        let tsc_khz = first.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
+        let tsc_offset = guest_tsc_offset(first)?;
 
         let console: Box<dyn Write + Send> = match &cfg.console {
             ConsoleSink::Stdout => Box::new(std::io::stdout()),
@@ -330,90 +384,129 @@ impl Machine {
             })?),
             ConsoleSink::Capture(buf) => Box::new(CaptureWriter(buf.clone())),
         };
-
-        let slots = (0..cfg.vcpus)
-            .map(|i| Slot {
-                state: Mutex::new(SlotState {
-                    status: if i == 0 {
-                        VcpuState::RUNNING
-                    } else {
-                        VcpuState::STOPPED
-                    },
-                    start: None,
-                    wake: false,
-                    thread: None,
-                }),
-                cv: Condvar::new(),
-                upcall: AtomicBool::new(false),
-            })
-            .collect();
-        let shared = Arc::new(Shared {
-            mem,
+        let epoch_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let core = Arc::new(Core {
             mode: cfg.mode,
             vcpus: cfg.vcpus,
-            slots,
+            slots: (0..cfg.vcpus).map(|_| Slot::default()).collect(),
             started: Instant::now(),
-            mem_size,
+            epoch_ns,
             console: Mutex::new(console),
             outcome: Mutex::new(None),
             outcome_cv: Condvar::new(),
             stopping: AtomicBool::new(false),
             exits: AtomicU64::new(0),
-            tsc_khz,
-            services,
+            tsc_hz: u64::from(tsc_khz) * 1000,
+            tsc_offset,
+            deadline: Mutex::new(0),
+            deadline_cv: Condvar::new(),
         });
+
+        let mut vmc = VmConfig::new(cfg.vcpus);
+        vmc.memory_map = memory_map(mem_size, image_end);
+        vmc.backend_id = pvabi::discovery::backend_id::KVM;
+        vmc.backend_version = crate::BACKEND_VERSION;
+        vmc.features = match cfg.mode {
+            // Ring 3 has no IDT to take an interrupt through: callbacks only.
+            Mode::PvRing3 => VmConfig::ALL_FEATURES.difference(Features::UPCALL_VECTOR),
+            Mode::Ring0 => VmConfig::ALL_FEATURES,
+        };
+        vmc.gate_kind = GateKind::IOPORT;
+        vmc.gate_param = u64::from(pvabi::gate::DEFAULT_IOPORT);
+        vmc.exec_mode = match cfg.mode {
+            Mode::Ring0 => ExecMode::RING0,
+            Mode::PvRing3 => ExecMode::PV_RING3,
+        };
+        vmc.harness = cfg.harness;
+        vmc.ring_doorbell = u64::from(RING_DOORBELL_PORT);
+        let sink_core = core.clone();
+        vmc.console_sink = Some(Arc::new(move |b: &[u8]| sink_core.console_write(b)));
+        let platform = Arc::new(crate::platform::KvmPlatform(core.clone()));
+        let vm = Arc::new(Vm::new(vmc, ram, platform).map_err(|e| Error::Config(e.to_string()))?);
+        let boot_info_gpa = vm
+            .write_boot_handoff(BOOT_INFO_GPA, cfg.cmdline.as_bytes())
+            .map_err(|e| Error::Memory(format!("boot info: {e}")))?;
+
+        let mut cpuid = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        add_pvabi_leaves(&mut cpuid, vm.features(), cfg.vcpus)?;
+
         Ok(Self {
-            shared,
+            core,
+            vm,
             vcpu_fds,
             entry,
             cpuid,
-            _vm: vm,
+            boot_info_gpa,
+            _vm_fd: vm_fd,
             watchdog: cfg.watchdog,
         })
     }
 
     /// Runs the VM until it ends; returns its outcome.
-    pub(crate) fn run(self) -> Result<ExitStatus, Error> {
+    pub(crate) fn run(self) -> Result<RunOutput, Error> {
         let Machine {
-            shared,
+            core,
+            vm,
             vcpu_fds,
             entry,
             cpuid,
-            _vm,
+            boot_info_gpa,
+            _vm_fd,
             watchdog,
         } = self;
         let mut handles = Vec::new();
         for (id, fd) in vcpu_fds.into_iter().enumerate() {
-            let sh = shared.clone();
-            let cpuid = cpuid.clone();
+            let (c, v, cpuid) = (core.clone(), vm.clone(), cpuid.clone());
             let id = id as u32;
+            let boot = (id == 0).then_some(StartReq {
+                entry,
+                stack: BOOT_STACK_TOP - 8,
+                arg: boot_info_gpa,
+            });
             let h = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
-                .spawn(move || vcpu_thread(sh, fd, id, entry, cpuid));
+                .spawn(move || vcpu_thread(c, v, fd, id, boot, cpuid));
             match h {
                 Ok(h) => handles.push(h),
                 Err(e) => {
-                    shared.finish(Err(Error::Thread(e)));
+                    core.finish(Err(Error::Thread(e)));
                     break;
                 }
             }
         }
+        let timer = {
+            let (c, v) = (core.clone(), vm.clone());
+            std::thread::Builder::new()
+                .name("pvabi-timers".into())
+                .spawn(move || crate::platform::timer_thread(c, v))
+        };
+        let timer = match timer {
+            Ok(t) => Some(t),
+            Err(e) => {
+                core.finish(Err(Error::Thread(e)));
+                None
+            }
+        };
         // Wait for the outcome, checking the watchdog.
         {
-            let mut o = lock(&shared.outcome);
-            let mut last_exits = shared.exits.load(Ordering::SeqCst);
+            let mut o = lock(&core.outcome);
+            let mut last_exits = core.exits.load(Ordering::SeqCst);
             let mut last_change = Instant::now();
             while o.is_none() {
-                let wait = watchdog.unwrap_or(Duration::from_secs(3600));
-                let (g, _) = shared
+                o = core
                     .outcome_cv
-                    .wait_timeout(o, wait.min(Duration::from_millis(200)))
-                    .unwrap_or_else(|e| e.into_inner());
-                o = g;
+                    .wait_timeout(o, Duration::from_millis(100))
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
                 if o.is_some() {
                     break;
                 }
-                let now = shared.exits.load(Ordering::SeqCst);
+                let now = core.exits.load(Ordering::SeqCst);
                 if now != last_exits {
                     last_exits = now;
                     last_change = Instant::now();
@@ -427,29 +520,51 @@ impl Machine {
                 }
             }
         }
-        shared.stopping.store(true, Ordering::SeqCst);
-        for v in 0..shared.vcpus {
-            shared.kick(v);
-        }
+        core.stopping.store(true, Ordering::SeqCst);
+        core.wake_all();
         let mut dumps = Vec::new();
         for h in handles {
             match h.join() {
                 Ok(Some(d)) => dumps.push(d),
                 Ok(None) => {}
-                Err(_) => {
-                    shared.finish(Err(Error::Config("a vCPU thread panicked".into())));
-                }
+                Err(_) => core.finish(Err(Error::Config("a vCPU thread panicked".into()))),
             }
         }
-        let mut o = lock(&shared.outcome);
-        let mut r = o
+        if let Some(t) = timer {
+            let _ = t.join();
+        }
+        let r = lock(&core.outcome)
             .take()
             .unwrap_or(Err(Error::Config("VM ended without outcome".into())));
-        if let Err(Error::Watchdog { vcpus, .. }) = &mut r {
-            *vcpus = dumps;
+        match r {
+            Ok(status) => Ok(RunOutput {
+                status,
+                crash: vm.shutdown_state().and_then(|s| s.crash),
+                reports: vm.take_reports(),
+                console: vm.console_history(),
+            }),
+            Err(Error::Watchdog { after, .. }) => Err(Error::Watchdog {
+                after,
+                vcpus: dumps,
+            }),
+            Err(e) => Err(e),
         }
-        r
     }
+}
+
+/// Guest TSC minus host TSC, read through `MSR_IA32_TSC` of a vCPU.
+fn guest_tsc_offset(fd: &VcpuFd) -> Result<i64, Error> {
+    let mut msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
+        index: MSR_IA32_TSC,
+        ..Default::default()
+    }])
+    .map_err(|_| Error::Config("MSR list".into()))?;
+    let before = host_tsc();
+    let n = fd.get_msrs(&mut msrs).map_err(kvm_err("KVM_GET_MSRS"))?;
+    let after = host_tsc();
+    let guest = msrs.as_slice().first().map(|e| e.data).filter(|_| n == 1);
+    let host_mid = before / 2 + after / 2;
+    Ok(guest.map_or(0, |g| g.wrapping_sub(host_mid) as i64))
 }
 
 /// Writes the pvabi discovery leaves into `cpuid`.
@@ -607,56 +722,6 @@ fn dump(fd: &VcpuFd, id: u32) -> RegDump {
     }
 }
 
-/// Waits until vCPU `id` is started (or the VM stops); returns the start request.
-fn wait_for_start(sh: &Shared, id: u32) -> Option<StartReq> {
-    let slot = sh.slots.get(id as usize)?;
-    let mut st = lock(&slot.state);
-    loop {
-        if sh.stopping() {
-            return None;
-        }
-        if let Some(s) = st.start.take() {
-            st.status = VcpuState::RUNNING;
-            return Some(s);
-        }
-        st = slot.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-    }
-}
-
-/// Sleeps until a wake-up, a pending upcall, the deadline (ns since VM start, 0 = none) or the
-/// end of the VM.
-fn block(sh: &Shared, id: u32, deadline_ns: u64) {
-    let Some(slot) = sh.slots.get(id as usize) else {
-        return;
-    };
-    let mut st = lock(&slot.state);
-    let prev = st.status;
-    st.status = VcpuState::BLOCKED;
-    loop {
-        if st.wake || sh.stopping() || slot.upcall.load(Ordering::SeqCst) {
-            break;
-        }
-        if sh.services.event_pending(id) {
-            break;
-        }
-        if deadline_ns != 0 {
-            let now = sh.now_ns();
-            if now >= deadline_ns {
-                break;
-            }
-            let (g, _) = slot
-                .cv
-                .wait_timeout(st, Duration::from_nanos(deadline_ns - now))
-                .unwrap_or_else(|e| e.into_inner());
-            st = g;
-        } else {
-            st = slot.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-    st.wake = false;
-    st.status = prev;
-}
-
 /// Completes a pending port-I/O exit without entering the guest (`immediate_exit`), so that
 /// registers can be replaced afterwards without KVM skipping an instruction in the new context.
 pub(crate) fn complete_pending_io(fd: &mut VcpuFd, id: u32) -> Result<(), Error> {
@@ -684,74 +749,91 @@ pub(crate) fn complete_pending_io(fd: &mut VcpuFd, id: u32) -> Result<(), Error>
 /// The body of one vCPU thread. Returns a register dump when it ended because the VM was
 /// stopped from outside (for the watchdog's report).
 fn vcpu_thread(
-    sh: Arc<Shared>,
+    core: Arc<Core>,
+    vm: Arc<Vm>,
     mut fd: VcpuFd,
     id: u32,
-    entry: u64,
+    boot: Option<StartReq>,
     cpuid: CpuId,
 ) -> Option<RegDump> {
     let run_ptr: *mut kvm_bindings::kvm_run = fd.get_kvm_run();
     kick::set_thread_kvm_run(run_ptr);
-    if let Some(slot) = sh.slots.get(id as usize) {
+    if let Some(slot) = core.slots.get(id as usize) {
         // SAFETY: pthread_self has no preconditions.
         lock(&slot.state).thread = Some(unsafe { libc::pthread_self() });
     }
-    let r = vcpu_main(&sh, &mut fd, id, entry, &cpuid);
-    if let Some(slot) = sh.slots.get(id as usize) {
-        let mut st = lock(&slot.state);
-        st.thread = None;
-        st.status = VcpuState::STOPPED;
+    let r = vcpu_main(&core, &vm, &mut fd, id, boot, &cpuid);
+    if let Some(slot) = core.slots.get(id as usize) {
+        lock(&slot.state).thread = None;
     }
     kick::clear_thread_kvm_run();
     match r {
         Ok(d) => d,
         Err(e) => {
-            sh.finish(Err(e));
+            core.finish(Err(e));
             None
         }
     }
 }
 
-fn vcpu_main(
-    sh: &Shared,
+/// Takes a due upcall for `id` and prepares its delivery: a vector to inject (returned in
+/// `pending_irq`) or, for a callback, the callback context set up in the registers now.
+fn take_upcall(
+    core: &Core,
+    vm: &Vm,
     fd: &mut VcpuFd,
     id: u32,
-    entry: u64,
+    pending_irq: &mut Option<u8>,
+) -> Result<(), Error> {
+    let Some(slot) = core.slots.get(id as usize) else {
+        return Ok(());
+    };
+    if !slot.upcall.swap(false, Ordering::SeqCst) {
+        return Ok(());
+    }
+    match vm.take_upcall(id) {
+        Some(Upcall::Vector(v)) => *pending_irq = Some(v),
+        Some(Upcall::Callback { .. }) => crate::upcall::enter_callback(vm, fd, id)?,
+        None => {}
+    }
+    Ok(())
+}
+
+fn vcpu_main(
+    core: &Core,
+    vm: &Vm,
+    fd: &mut VcpuFd,
+    id: u32,
+    boot: Option<StartReq>,
     cpuid: &CpuId,
 ) -> Result<Option<RegDump>, Error> {
     let gate = pvabi::gate::DEFAULT_IOPORT;
-    let null = pvabi::gate::NULL_IOPORT;
-    let mut start = if id == 0 {
-        Some(StartReq {
-            entry,
-            stack: BOOT_STACK_TOP - 8,
-            arg: BOOT_INFO_GPA,
-        })
-    } else {
-        None
-    };
+    let mut start = boot;
     'life: loop {
         let req = match start.take() {
             Some(r) => r,
-            None => match wait_for_start(sh, id) {
+            None => match core.wait_for_start(id) {
                 Some(r) => r,
                 None => return Ok(None),
             },
         };
-        setup_vcpu(fd, sh.mode, cpuid, id, req)?;
+        setup_vcpu(fd, core.mode, cpuid, id, req)?;
         fd.set_sync_valid_reg(SyncReg::Register);
+        vm.vcpu_started(id);
+        let mut pending_irq: Option<u8> = None;
         loop {
-            if sh.stopping() {
+            if core.stopping() {
                 fd.set_kvm_immediate_exit(0);
                 return Ok(Some(dump(fd, id)));
             }
-            if sh.mode == Mode::Ring0 {
-                crate::upcall::ring0_prepare(sh, fd, id)?;
-            } else if crate::upcall::pv_pending(sh, id) {
-                crate::upcall::pv_deliver(sh, fd, id)?;
+            take_upcall(core, vm, fd, id, &mut pending_irq)?;
+            if let Some(v) = pending_irq {
+                if crate::upcall::inject_irq(fd, v)? {
+                    pending_irq = None;
+                }
             }
             let exit = fd.run();
-            sh.exits.fetch_add(1, Ordering::Relaxed);
+            core.exits.fetch_add(1, Ordering::Relaxed);
             match exit {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     if port == gate && data.len() == usize::from(pvabi::gate::IOPORT_GATE_WIDTH) {
@@ -760,41 +842,57 @@ fn vcpu_main(
                             rax: r.rax,
                             args: [r.rdi, r.rsi, r.r8, r.r9, r.r10, r.r11],
                         };
-                        match sh.services.call(sh, id, &call) {
-                            Action::Return(ret) => write_ret(fd, ret),
-                            Action::Block(ret, deadline) => {
-                                write_ret(fd, ret);
-                                block(sh, id, deadline);
-                            }
-                            Action::Stop => {
-                                complete_pending_io(fd, id)?;
-                                if let Some(slot) = sh.slots.get(id as usize) {
-                                    let mut st = lock(&slot.state);
-                                    st.status = VcpuState::STOPPED;
+                        match vm.handle_call(id, &call) {
+                            Outcome::Return(ret) => write_ret(fd, ret),
+                            Outcome::Block { .. } => loop {
+                                if let Some(ret) = vm.finish_block(id) {
+                                    write_ret(fd, ret);
+                                    break;
                                 }
+                                if core.stopping() {
+                                    break;
+                                }
+                                core.wait_wake(id);
+                            },
+                            Outcome::Stop => {
+                                complete_pending_io(fd, id)?;
                                 continue 'life;
                             }
-                            Action::Shutdown => return Ok(None),
-                            Action::UpcallReturn(frame) => {
+                            Outcome::Shutdown { reason, code } => {
+                                core.finish(Ok(ExitStatus {
+                                    reason: reason.0,
+                                    code,
+                                    vcpu: id,
+                                }));
+                                return Ok(None);
+                            }
+                            Outcome::UpcallReturn(frame) => {
                                 complete_pending_io(fd, id)?;
-                                crate::upcall::restore_frame(fd, &frame, sh.mode);
-                                if let Some(slot) = sh.slots.get(id as usize) {
+                                crate::upcall::restore_frame(fd, &frame, core.mode);
+                                if let Some(slot) = core.slots.get(id as usize) {
                                     // More events may be pending: look again before entry.
                                     slot.upcall.store(true, Ordering::SeqCst);
                                 }
                             }
                         }
-                    } else if port == null {
-                        // The benchmark baseline: a bare exit.
+                    } else if port == RING_DOORBELL_PORT {
+                        vm.process_ring();
                     }
-                    // Writes to other ports go nowhere, as on a machine without that device.
+                    // The null port is the benchmark baseline (a bare exit); writes to other
+                    // ports go nowhere, as on a machine without that device.
                 }
                 Ok(VcpuExit::IoIn(_, data)) => data.fill(0xFF),
                 Ok(VcpuExit::MmioRead(_, data)) => data.fill(0xFF),
                 Ok(VcpuExit::MmioWrite(..)) => {}
                 Ok(VcpuExit::Hlt) => {
-                    // Ring 0: HLT waits for the next upcall, like VCPU.BLOCK without deadline.
-                    block(sh, id, 0);
+                    // Ring 0: HLT waits for the next notification (an upcall, a kick).
+                    let pending = core
+                        .slots
+                        .get(id as usize)
+                        .is_some_and(|s| s.upcall.load(Ordering::SeqCst));
+                    if !pending {
+                        core.wait_wake(id);
+                    }
                 }
                 Ok(VcpuExit::IrqWindowOpen) | Ok(VcpuExit::Intr) => {}
                 Ok(VcpuExit::Shutdown) => {

@@ -53,6 +53,7 @@ pub fn run(
         mode,
         console: ConsoleSink::Capture(buf.clone()),
         watchdog: Some(std::time::Duration::from_secs(20)),
+        harness: false,
     };
     let r = pvabi_kvm::run_elf(elf, cfg);
     let out = String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
