@@ -2,9 +2,11 @@
 //!
 //! Order (spec `DISC-1`):
 //! 1. **Boot-info handoff.** If the entry register held a nonzero GPA, the shim reads the
-//!    [`BootInfo`] there through the [`PhysReader`] and validates it: 8-byte alignment, magic,
-//!    `size >= 128`, a known gate, a vCPU count in `1..=MAX_VCPUS` and a boot vCPU below it.
-//! 2. **CPUID.** Otherwise (or if the boot info is unusable), leaves
+//!    [`BootInfo`] there through the [`PhysReader`] and validates it (`DISC-4`): 8-byte
+//!    alignment, magic, `size >= 128`, the same major version, a known gate (`DISC-15`), a
+//!    vCPU count in `1..=MAX_VCPUS` and a boot vCPU below it.
+//! 2. **CPUID.** Otherwise (or if the boot info is unusable: `DISC-1` treats it as absent),
+//!    leaves
 //!    `0x4000_0000..=0x4000_FF00` (step `0x100`) are searched for the signature in EBX, ECX,
 //!    EDX. Leaf `base + 1` and `base + 2` are decoded as [`decode_cpuid_leaves`] documents.
 //! 3. **Version check** with [`AbiVersion::is_compatible_with_host`] against the version this
@@ -344,7 +346,14 @@ fn from_boot_info(
 ) -> Result<(RegisterGate, PhysReader, HostInfo), DiscoverError> {
     let bi = read_boot_info(phys, opts.boot_info_gpa)?;
     let version = AbiVersion::from_u32(bi.abi_version);
-    check_version(version)?;
+    // DISC-4: a boot info of another major version counts as absent (CPUID may still
+    // offer a compatible host); a too-old minor is checked after discovery (VER-3).
+    if version.major != pvabi::ABI_VERSION.major {
+        return Err(DiscoverError::Incompatible {
+            host: version,
+            guest: pvabi::ABI_VERSION,
+        });
+    }
     let phys = phys.bounded(bi.mem_size);
     let kind = GateKind(bi.gate_kind);
     let gate = gate_from(&phys, kind, bi.gate_param, opts.in_process)?;
@@ -376,7 +385,6 @@ fn from_cpuid(
     let g = cpuid(base.wrapping_add(CPUID_LEAF_GATE));
     let f = cpuid(base.wrapping_add(CPUID_LEAF_FEATURES));
     let info = decode_cpuid_leaves(g, f);
-    check_version(info.version)?;
     if info.vcpu_count == 0 || info.vcpu_count > MAX_VCPUS {
         return Err(DiscoverError::BadAnswer);
     }
@@ -407,7 +415,6 @@ fn from_base_calls(
     let g = RegisterGate::in_process(gate);
     let raw = base_call(&g, BASE_GET_ABI_VERSION, 0)?;
     let version = AbiVersion::from_u32(u32::try_from(raw).map_err(|_| DiscoverError::BadAnswer)?);
-    check_version(version)?;
     let features = Features::from_bits_retain(base_call(&g, BASE_GET_FEATURES, 0)?);
     let count = u32::try_from(base_call(&g, BASE_GET_VCPU_COUNT, 0)?)
         .map_err(|_| DiscoverError::BadAnswer)?;
@@ -495,7 +502,7 @@ impl Pvabi {
         if opts.boot_info_gpa != 0 {
             match from_boot_info(opts, phys) {
                 Ok(v) => found = Some(v),
-                Err(e @ DiscoverError::Incompatible { .. }) => return Err(e),
+                // DISC-1, DISC-4: an unusable boot info counts as absent; CPUID is next.
                 Err(e) => first_err = Some(e),
             }
         }
@@ -519,6 +526,7 @@ impl Pvabi {
             Some(v) => v,
             None => return Err(first_err.unwrap_or(DiscoverError::NotFound)),
         };
+        check_version(info.version)?;
         if opts.probe_services {
             info.service_functions = probe(&gate, info.features);
         }

@@ -290,8 +290,9 @@ impl Pvabi {
     }
 
     /// EVENT.SET_UPCALL(CALLBACK, entry) (`EVT-10`, `EVT-12`) for the calling vCPU, with the
-    /// shim's callback entry `pvabi_upcall_callback_entry` as the target. Install a handler
-    /// with [`crate::upcall::install`] first.
+    /// shim's callback entry `pvabi_upcall_callback_entry` as the target (for the in-process
+    /// gate: [`crate::upcall::in_process_callback`]). Install a handler with
+    /// [`crate::upcall::install`] first.
     ///
     /// # Errors
     ///
@@ -300,10 +301,15 @@ impl Pvabi {
         if !crate::upcall::is_installed() {
             return Err(Status::BAD_STATE);
         }
+        let target = if self.gate().register_gate().as_in_process().is_some() {
+            crate::upcall::in_process_callback as *const () as usize
+        } else {
+            crate::upcall::callback_entry_address()
+        };
         self.call2(
             call::EVENT_SET_UPCALL,
             u64::from(UpcallMode::CALLBACK.0),
-            crate::upcall::callback_entry_address() as u64,
+            target as u64,
         )
         .map(drop)
     }

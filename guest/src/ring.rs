@@ -11,10 +11,16 @@
 //! one) is using the same ring returns `Err(BUSY)` instead of corrupting the ring. Give each
 //! vCPU its own ring if several post concurrently.
 //!
+//! ## The ring owner
+//! There is one ring per guest, and its calls run on behalf of the vCPU that registered it
+//! (spec "The shared-ring gate"): a call about "the calling vCPU" made through the ring acts
+//! on the owner. Use the ring from its owner; other vCPUs keep a handle on the register gate
+//! ([`Pvabi::gate`] of the handle discovery returned).
+//!
 //! ## Calls that bypass the ring
-//! Calls that do not return or that block the vCPU — VCPU.UPCALL_RETURN, VCPU.STOP,
-//! VCPU.BLOCK, POWER.SHUTDOWN — and the ring's own BASE.RING_REGISTER/RING_UNREGISTER go
-//! through the register gate below the ring.
+//! The calls a host must not run from a ring (`RING-6`) — POWER.SHUTDOWN, VCPU.STOP,
+//! VCPU.UPCALL_RETURN, VCPU.BLOCK, MULTICALL.EXECUTE, BASE.RING_REGISTER and
+//! BASE.RING_UNREGISTER — go through the register gate below the ring.
 //!
 //! ## Waiting
 //! The shim spins (with `spin_loop` hints) until the host completes the requests, at most
@@ -54,6 +60,7 @@ pub fn bypasses_ring(id: CallId) -> bool {
             | call::VCPU_STOP
             | call::VCPU_BLOCK
             | call::POWER_SHUTDOWN
+            | call::MULTICALL_EXECUTE
             | call::BASE_RING_REGISTER
             | call::BASE_RING_UNREGISTER
     )

@@ -380,9 +380,10 @@ impl Default for RingCompletionShared {
 }
 
 /// A shared ring of `SLOTS` entries (a power of two, at most 256): header, requests,
-/// completions in the ABI's order, then guest-private state the host never sees.
+/// completions in the ABI's order, then guest-private state the host never sees. Page-aligned
+/// as `RING-1` requires.
 #[derive(Debug)]
-#[repr(C, align(64))]
+#[repr(C, align(4096))]
 pub struct RingShared<const SLOTS: usize> {
     /// Header.
     pub header: RingHeaderShared,

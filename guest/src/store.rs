@@ -178,7 +178,7 @@ impl Pvabi {
     /// # Errors
     ///
     /// `INVALID_ADDRESS` if `path` does not translate (not sent); the host's status; `FAILED`
-    /// for a watch id above 32 bits.
+    /// for a watch id of 0 or above 32 bits (`STORE-10`).
     pub fn store_watch(&self, path: &[u8], port: Port) -> Result<WatchId, Status> {
         let p = self.gpa(path)?;
         self.call(
@@ -186,7 +186,13 @@ impl Pvabi {
             [p, path.len() as u64, port.arg(), 0, 0, 0],
         )
         .and_then(to_u32)
-        .map(WatchId)
+        .and_then(|w| {
+            if w == 0 {
+                Err(Status::FAILED)
+            } else {
+                Ok(WatchId(w))
+            }
+        })
     }
 
     /// STORE.UNWATCH (`STORE-12`).
@@ -233,10 +239,11 @@ impl Pvabi {
     /// # Errors
     ///
     /// The host's status; `FAILED` if the host returns transaction id 0 (which means "no
-    /// transaction").
+    /// transaction") or one above 32 bits (`STORE-9`).
     pub fn store_txn_start(&self) -> Result<Txn, Status> {
         match self.call0(call::STORE_TXN_START)? {
             NO_TXN => Err(Status::FAILED),
+            t if t > u64::from(u32::MAX) => Err(Status::FAILED),
             t => Ok(Txn(t)),
         }
     }

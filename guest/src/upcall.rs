@@ -114,3 +114,15 @@ pub(crate) fn dispatch_from_vector() {
         });
     }
 }
+
+/// The callback target for in-process guests: a model host (the mock) calls it as
+/// `f(frame_gpa, vcpu)` at a call boundary on the vCPU's thread. It scans and dispatches like
+/// the callback entry and returns (the host ends the callback). Register it with the mock's
+/// function registry; [`Pvabi::set_upcall_callback`] names it when the gate is in-process.
+pub extern "C" fn in_process_callback(frame_gpa: u64, vcpu: u64) {
+    dispatch_with(&UpcallInfo {
+        vcpu: u32::try_from(vcpu).unwrap_or(u32::MAX),
+        mode: UpcallMode::CALLBACK,
+        frame_gpa: Some(frame_gpa),
+    });
+}

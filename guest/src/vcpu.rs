@@ -8,9 +8,12 @@ use pvabi::vcpu::{VcpuState, BLOCK_FOREVER};
 use pvabi::Status;
 
 /// Entry point of a started vCPU: called with RDI = `arg` and RSI = the vCPU id (`VCPU-7`),
-/// on the stack given to [`Pvabi::vcpu_start`], in the boot vCPU's mode and address space. It
-/// must never return; it ends with [`Pvabi::vcpu_stop`] or POWER.SHUTDOWN.
-pub type VcpuEntry = extern "C" fn(arg: u64, vcpu_id: u64) -> !;
+/// on the stack given to [`Pvabi::vcpu_start`], in the boot vCPU's mode and address space.
+/// If it returns, the vCPU stops: on bare metal through the shim's return trap (VCPU.STOP, or
+/// POWER.SHUTDOWN(POWEROFF, 0) for the last running vCPU); in-process the mock stops it.
+/// This is the mock's guest-function type too (`pvabi_mock::GuestFn`), so an in-process guest
+/// registers the same function with the mock.
+pub type VcpuEntry = extern "C" fn(arg: u64, vcpu_id: u64);
 
 /// A stack for a secondary vCPU (16-byte aligned).
 #[derive(Debug)]
@@ -82,9 +85,10 @@ impl Pvabi {
     }
 
     /// VCPU.START (`VCPU-6`): start `vcpu` at `entry` with `arg`, on `stack` (which the new
-    /// vCPU owns from now on). RSP is set to the stack's 16-byte aligned top minus 8, as
-    /// after a `call`. `entry` and the stack are passed as addresses in the guest's address
-    /// space (the new vCPU shares it, `VCPU-7`).
+    /// vCPU owns from now on). RSP is the stack's 16-byte aligned top minus 8, holding the
+    /// address of the shim's return trap, as after a `call`. `entry` and the stack are passed
+    /// as addresses in the guest's address space (the new vCPU shares it, `VCPU-7`); an
+    /// in-process host ignores the stack and needs `entry` registered with it.
     ///
     /// # Errors
     ///
@@ -103,6 +107,15 @@ impl Pvabi {
         let base = stack.0.as_mut_ptr() as usize;
         let top = base.checked_add(N).ok_or(Status::INVALID_PARAM)? & !15;
         let rsp = top.checked_sub(8).ok_or(Status::INVALID_PARAM)?;
+        // The return address of the entry function: the shim's trap, which stops the vCPU.
+        let trap = crate::gate::upcall_entry::vcpu_return_trap_address() as u64;
+        let off = rsp - base;
+        stack
+            .0
+            .get_mut(off..off + 8)
+            .ok_or(Status::INVALID_PARAM)?
+            .copy_from_slice(&trap.to_le_bytes());
+        crate::gate::upcall_entry::remember_exit_gate(self.gate().register_gate());
         self.call(
             call::VCPU_START,
             [

@@ -16,6 +16,10 @@
 //!   and never returns. If the host returns from it anyway, the shim reports a crash with
 //!   POWER.SHUTDOWN(CRASH) and spins.
 //!
+//! * `pvabi_vcpu_return_trap` — the return address [`crate::Pvabi::vcpu_start`] puts on a new
+//!   vCPU's stack: if the entry function returns, the vCPU stops (VCPU.STOP, or a power-off
+//!   when it is the last one).
+//!
 //! Neither entry can work through the in-process gate (guest code there is a host thread); an
 //! in-process guest calls [`crate::upcall::dispatch_pending`] itself.
 
@@ -32,6 +36,51 @@ static INPROC_CTX: AtomicUsize = AtomicUsize::new(0);
 static EVENTS: AtomicPtr<EventPageShared> = AtomicPtr::new(core::ptr::null_mut());
 static HANDLER: AtomicUsize = AtomicUsize::new(0);
 static VCPU_COUNT: AtomicU32 = AtomicU32::new(0);
+static EXIT_GATE_KIND: AtomicU32 = AtomicU32::new(0);
+static EXIT_GATE_PARAM: AtomicU64 = AtomicU64::new(0);
+
+/// Remembers the (hardware) gate a started vCPU uses to stop when its entry returns.
+pub(crate) fn remember_exit_gate(gate: RegisterGate) {
+    if gate.can_ring_doorbell() {
+        EXIT_GATE_PARAM.store(gate.param(), Ordering::Relaxed);
+        EXIT_GATE_KIND.store(gate.kind().0, Ordering::Release);
+    }
+}
+
+/// Rebuilds a hardware register gate stored as (kind, param). Only values stored from a
+/// `RegisterGate` of that kind reach here, so the type invariant carries over.
+fn hardware_gate(kind: GateKind, param: u64) -> Option<RegisterGate> {
+    Some(match kind {
+        GateKind::IOPORT => RegisterGate(Kind::IoPort(u16::try_from(param).ok()?)),
+        GateKind::MMIO => RegisterGate(Kind::Mmio(usize::try_from(param).ok()?)),
+        GateKind::VMCALL => RegisterGate(Kind::Vmcall),
+        GateKind::VMMCALL => RegisterGate(Kind::Vmmcall),
+        _ => return None,
+    })
+}
+
+/// Where a started vCPU goes when its entry function returns (its stack's return address):
+/// VCPU.STOP, or POWER.SHUTDOWN(POWEROFF, 0) when it is the last running vCPU.
+extern "C" fn vcpu_returned() -> ! {
+    let kind = GateKind(EXIT_GATE_KIND.load(Ordering::Acquire));
+    if let Some(g) = hardware_gate(kind, EXIT_GATE_PARAM.load(Ordering::Relaxed)) {
+        let _ = g.call(&Regs::new(pvabi::call::VCPU_STOP, [0; 6]));
+        let _ = g.call(&Regs::new(
+            pvabi::call::POWER_SHUTDOWN,
+            [
+                u64::from(pvabi::power::ShutdownReason::POWEROFF.0),
+                0,
+                0,
+                0,
+                0,
+                0,
+            ],
+        ));
+    }
+    loop {
+        core::hint::spin_loop();
+    }
+}
 
 /// Publishes the gate, event page and handler the entries use. Fields are written first and
 /// the handler last (release); readers load the handler first (acquire).
@@ -88,10 +137,6 @@ pub(crate) fn installed() -> Option<Installed> {
     let kind = GateKind(GATE_KIND.load(Ordering::Relaxed));
     let param = GATE_PARAM.load(Ordering::Relaxed);
     let gate = match kind {
-        GateKind::IOPORT => RegisterGate(Kind::IoPort(u16::try_from(param).ok()?)),
-        GateKind::MMIO => RegisterGate(Kind::Mmio(usize::try_from(param).ok()?)),
-        GateKind::VMCALL => RegisterGate(Kind::Vmcall),
-        GateKind::VMMCALL => RegisterGate(Kind::Vmmcall),
         GateKind::INPROCESS => {
             let f = INPROC_FN.load(Ordering::Relaxed);
             if f == 0 {
@@ -107,7 +152,7 @@ pub(crate) fn installed() -> Option<Installed> {
                 InProcessGate::new(func, INPROC_CTX.load(Ordering::Relaxed))
             }))
         }
-        _ => return None,
+        _ => hardware_gate(kind, param)?,
     };
     // A hardware gate here is a copy of the `RegisterGate` given to `install`, so its
     // invariant holds.
@@ -248,10 +293,20 @@ core::arch::global_asm!(
     "call {failed}",
     "ud2",
     ".size pvabi_upcall_callback_entry, . - pvabi_upcall_callback_entry",
+    // ---- return address of a started vCPU's entry function ------------------------------
+    ".globl pvabi_vcpu_return_trap",
+    ".type pvabi_vcpu_return_trap,@function",
+    ".p2align 4",
+    "pvabi_vcpu_return_trap:",
+    "and rsp, -16",
+    "call {returned}",
+    "ud2",
+    ".size pvabi_vcpu_return_trap, . - pvabi_vcpu_return_trap",
     ".popsection",
     vector = sym vector_dispatch,
     callback = sym callback_dispatch,
     failed = sym upcall_return_failed,
+    returned = sym vcpu_returned,
     upcall_return = const pvabi::call::VCPU_UPCALL_RETURN.0,
     ioport = const GateKind::IOPORT.0,
     mmio = const GateKind::MMIO.0,
@@ -262,6 +317,12 @@ core::arch::global_asm!(
 extern "C" {
     fn pvabi_upcall_vector_entry();
     fn pvabi_upcall_callback_entry();
+    fn pvabi_vcpu_return_trap();
+}
+
+/// Address of `pvabi_vcpu_return_trap`, the return address placed on a started vCPU's stack.
+pub fn vcpu_return_trap_address() -> usize {
+    pvabi_vcpu_return_trap as *const () as usize
 }
 
 /// Address of `pvabi_upcall_vector_entry`, for an IDT interrupt gate (vector mode).
