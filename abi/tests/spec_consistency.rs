@@ -210,6 +210,106 @@ fn cited_in_source(source: &str) -> Vec<String> {
         .collect()
 }
 
+/// Public constants of the crate that are checked through another table than `constants`
+/// (or are not numbers), with where.
+const COVERED_ELSEWHERE: &[(&str, &str)] = &[
+    ("call::CALLS", "the call table"),
+    ("call::ServiceId::V1", "the services table"),
+    ("status::Status::ALL", "the status table"),
+    ("layout::LAYOUTS", "the layout tables"),
+    (
+        "version::ABI_VERSION",
+        "version::ABI_VERSION_MAJOR and _MINOR",
+    ),
+    (
+        "gate::ARG_REGISTERS",
+        "the register table of chapter 2 (names, not numbers)",
+    ),
+];
+
+/// Paths (`module::Type::NAME`, `module::NAME`, `module::submodule::NAME`) of the `pub const`
+/// items declared in one source file of the crate, found by their layout in the file: items at
+/// column 0, inside an `impl Type {` block, or inside a `pub mod name {` block.
+fn declared_constants(module: &str, source: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut scope: Option<String> = None;
+    for line in source.lines() {
+        if let Some(rest) = line.strip_prefix("impl ") {
+            if line.ends_with('{') {
+                scope = rest.split_whitespace().next().map(str::to_string);
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("pub mod ") {
+            if line.ends_with('{') {
+                scope = rest.split_whitespace().next().map(str::to_string);
+            }
+            continue;
+        }
+        if line == "}" {
+            scope = None;
+            continue;
+        }
+        let t = line.trim_start();
+        let Some(rest) = t.strip_prefix("pub const ") else {
+            continue;
+        };
+        if rest.starts_with("fn ") || rest.starts_with('$') {
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let indented = t.len() != line.len();
+        let path = match (&scope, indented, module) {
+            (Some(sc), true, "lib") => format!("{sc}::{name}"),
+            (Some(sc), true, m) => format!("{m}::{sc}::{name}"),
+            (_, _, "lib") => name,
+            (_, _, m) => format!("{m}::{name}"),
+        };
+        out.push(path);
+    }
+    out
+}
+
+/// Declared constants that neither the `constants` model nor another table covers.
+fn uncovered_constants(declared: &[String], model: &Model) -> Vec<String> {
+    let mut out = Vec::new();
+    for path in declared {
+        // `discovery::backend_id` is re-exported and documented as `base::backend_id`.
+        let alias = path.replacen("discovery::backend_id::", "base::backend_id::", 1);
+        let last = path.rsplit("::").next().unwrap_or(path);
+        let covered = model.constants.iter().any(|(n, _)| *n == alias)
+            || COVERED_ELSEWHERE.iter().any(|(n, _)| n == path)
+            || (path.starts_with("discovery::CPUID_")
+                && model.cpuid.iter().any(|(n, _)| n == last))
+            || (path.starts_with("status::Status::")
+                && model.statuses.iter().any(|(_, n)| n == last))
+            || (path.starts_with("call::ServiceId::")
+                && model.services.iter().any(|(_, n)| n == last))
+            || (path.starts_with("discovery::GateKind::")
+                && model.gate_kinds.iter().any(|(_, n)| n == last));
+        if !covered {
+            out.push(format!(
+                "abi/src declares `{path}`, which no spec table lists (add it to a `#### Table: constants` and to abi/tests/common/mod.rs)"
+            ));
+        }
+    }
+    out
+}
+
+fn crate_declared_constants() -> Vec<String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    read_dir_sorted(&src, "rs")
+        .iter()
+        .flat_map(|(name, text)| {
+            let module = name.trim_end_matches(".rs").to_string();
+            declared_constants(&module, text)
+        })
+        .collect()
+}
+
 /// What the parser is collecting.
 enum Section {
     None,
@@ -708,7 +808,15 @@ fn spec_matches_crate() {
         "found only {} clause citations in abi/src; is the scan broken?",
         cited.len()
     );
-    let errors = check(&spec, &common::model(), &cited);
+    let model = common::model();
+    let mut errors = check(&spec, &model, &cited);
+    let declared = crate_declared_constants();
+    assert!(
+        declared.len() > 100,
+        "found only {} constants in abi/src; is the scan broken?",
+        declared.len()
+    );
+    errors.extend(uncovered_constants(&declared, &model));
     assert!(errors.is_empty(), "{}", report(&errors));
 }
 
@@ -1018,6 +1126,21 @@ mod altered {
         assert_reported(&e, "field args is at 8 size 48 in the spec but at 16");
         assert_reported(&e, "`GONE` is missing");
         assert_reported(&e, "`store::MAX_DEPTH` is missing");
+    }
+
+    #[test]
+    fn new_crate_constant_without_spec_row_is_reported() {
+        let src = "pub const A: u32 = 1;\nimpl Foo {\n    pub const B: u8 = 2;\n    pub const fn f() {}\n}\npub mod m {\n    pub const C: u8 = 3;\n}\n";
+        let declared = declared_constants("store", src);
+        assert_eq!(declared, vec!["store::A", "store::Foo::B", "store::m::C"]);
+        let mut m = common::model();
+        m.constants.push(("store::A".to_string(), Value::Num(1)));
+        let e = uncovered_constants(&declared, &m);
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert_reported(&e, "`store::Foo::B`");
+        assert_reported(&e, "`store::m::C`");
+        // The real crate: every constant is covered.
+        assert!(uncovered_constants(&crate_declared_constants(), &common::model()).is_empty());
     }
 
     #[test]

@@ -133,6 +133,32 @@ fn constants() -> Vec<(String, Value)> {
         num("ring::RingHeader::MAGIC", ring::RingHeader::MAGIC),
         num("ring::RingHeader::MIN_ORDER", ring::RingHeader::MIN_ORDER),
         num("ring::RingHeader::MAX_ORDER", ring::RingHeader::MAX_ORDER),
+        num("ring::RingHeader::SIZE", ring::RingHeader::SIZE as u64),
+        num(
+            "ring::RingHeader::REQ_PROD",
+            ring::RingHeader::REQ_PROD as u64,
+        ),
+        num(
+            "ring::RingHeader::REQ_CONS",
+            ring::RingHeader::REQ_CONS as u64,
+        ),
+        num(
+            "ring::RingHeader::CMP_PROD",
+            ring::RingHeader::CMP_PROD as u64,
+        ),
+        num(
+            "ring::RingHeader::CMP_CONS",
+            ring::RingHeader::CMP_CONS as u64,
+        ),
+        num(
+            "ring::RingHeader::HOST_POLLING",
+            ring::RingHeader::HOST_POLLING as u64,
+        ),
+        num("ring::RingRequest::SIZE", ring::RingRequest::SIZE as u64),
+        num(
+            "ring::RingCompletion::SIZE",
+            ring::RingCompletion::SIZE as u64,
+        ),
         num("base::backend_id::MOCK", base::backend_id::MOCK),
         num("base::backend_id::KVM", base::backend_id::KVM),
         num("base::backend_id::XEN", base::backend_id::XEN),
@@ -181,6 +207,19 @@ fn constants() -> Vec<(String, Value)> {
             "event::EventPage::VCPU_STRIDE",
             event::EventPage::VCPU_STRIDE as u64,
         ),
+        num(
+            "event::vcpu_info::SELECTOR",
+            event::vcpu_info::SELECTOR as u64,
+        ),
+        num(
+            "event::vcpu_info::UPCALL_PENDING",
+            event::vcpu_info::UPCALL_PENDING as u64,
+        ),
+        num(
+            "event::vcpu_info::UPCALL_MASK",
+            event::vcpu_info::UPCALL_MASK as u64,
+        ),
+        num("event::vcpu_info::FRAME", event::vcpu_info::FRAME as u64),
         num("memory::MemKind::RAM", memory::MemKind::RAM.0),
         num("memory::MemKind::RESERVED", memory::MemKind::RESERVED.0),
         num("memory::MemKind::LOADER", memory::MemKind::LOADER.0),
