@@ -476,7 +476,6 @@ fn check_keyed(
 
 /// Compares named constants (`name | value`) of one table kind with the model.
 fn check_values(spec: &Spec, kind: &str, model: &[(String, Value)], errors: &mut Vec<String>) {
-    let mut norm = Vec::new();
     for (row, at) in rows_of(spec, kind) {
         if let Some(v) = row.get(1) {
             if parse_value(v).is_none() {
@@ -495,9 +494,7 @@ fn check_values(spec: &Spec, kind: &str, model: &[(String, Value)], errors: &mut
             }
         }
     }
-    for (k, v) in model {
-        norm.push((k.clone(), v.render()));
-    }
+    let norm: Vec<(String, String)> = model.iter().map(|(k, v)| (k.clone(), v.render())).collect();
     check_keyed(&spec_rows, kind, 0, 1, &norm, errors);
 }
 
