@@ -2,6 +2,11 @@
 //! sometimes hostile, answers. Each test checks what reaches the host (call ids, GPAs,
 //! lengths) and how the shim decodes what comes back; none may panic inside the shim.
 #![allow(unsafe_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::std_instead_of_core
+)]
 
 mod common;
 

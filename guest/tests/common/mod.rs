@@ -1,6 +1,11 @@
 //! A fake in-process host for the shim's tests: guest RAM is a leaked, page-aligned heap
 //! block; the gate records every call and answers through a closure the test supplies.
 #![allow(unsafe_code, dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::std_instead_of_core
+)]
 
 use pvabi::discovery::ExecMode;
 use pvabi::{BootInfo, Features, GateKind, Status};
