@@ -317,7 +317,8 @@ impl Store {
         txn: u32,
     ) -> Result<(), Status> {
         check_path(path, false)?;
-        if actor == Actor::Guest && value.len() as u64 > MAX_VALUE {
+        // Value size applies to host writes too (STORE-19); the node quota only to the guest.
+        if value.len() as u64 > MAX_VALUE {
             return Err(Status::NO_SPACE);
         }
         let perms = self.perms(actor);
@@ -362,7 +363,8 @@ impl Store {
             Ok(())
         } else {
             let t = self.txn_mut(txn)?;
-            t.touch(parent_of(path), false);
+            // The node's own stamp covers its parent's existence; its subtree is stamped
+            // with children so that a concurrent creation below it conflicts.
             t.touch(path, true);
             for d in descendants(&t.work, path) {
                 t.touch(&d, true);

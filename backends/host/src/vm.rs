@@ -235,7 +235,6 @@ struct VcpuSt {
     steal_ns: u64,
     upcall_mode: UpcallMode,
     upcall_target: u64,
-    upcall_signal: bool,
     in_callback: bool,
 }
 
@@ -254,7 +253,6 @@ impl VcpuSt {
             steal_ns: 0,
             upcall_mode: UpcallMode::NONE,
             upcall_target: 0,
-            upcall_signal: false,
             in_callback: false,
         }
     }
@@ -322,6 +320,10 @@ enum Flow {
     Value(u64),
     Out(Outcome),
 }
+
+/// RFLAGS bits VCPU.UPCALL_RETURN takes from the saved frame (spec `EVT-14`): CF, PF, AF,
+/// ZF, SF, DF, OF. The backend keeps every other bit of the vCPU's current RFLAGS.
+pub const UPCALL_RFLAGS_FROM_GUEST: u64 = 0x1 | 0x4 | 0x10 | 0x40 | 0x80 | 0x400 | 0x800;
 
 fn is_canonical(a: u64) -> bool {
     let top = a >> 47;
@@ -399,6 +401,12 @@ impl Vm {
                 return Err(ConfigError::MemoryMap {
                     index,
                     why: "empty",
+                });
+            }
+            if e.base % PAGE_SIZE != 0 || e.length % PAGE_SIZE != 0 {
+                return Err(ConfigError::MemoryMap {
+                    index,
+                    why: "not page-granular",
                 });
             }
             if index > 0 && e.base < prev_end {
@@ -638,12 +646,7 @@ impl Vm {
                 if !c.allowed_in_batch()
                     || (ring && matches!(c, Call::RingRegister { .. } | Call::RingUnregister)) =>
             {
-                // Disallowed calls are only refused when the host offers them at all.
-                if self.offered(&c) {
-                    Ret::err(Status::INVALID_PARAM)
-                } else {
-                    Ret::err(Status::NOT_SUPPORTED)
-                }
+                Ret::err(Status::INVALID_PARAM)
             }
             other => match self.run(st, fx, v, other) {
                 Outcome::Return(r) => r,
@@ -788,10 +791,8 @@ impl Vm {
                     return val(0);
                 }
                 let port = port_arg(port)?;
+                st.event_page.ok_or(Status::BAD_STATE)?;
                 st.ports.bound(port)?;
-                if st.event_page.is_none() {
-                    return Err(Status::BAD_STATE.into());
-                }
                 if let Some(vc) = st.vcpus.get_mut(v as usize) {
                     vc.timer = Some((deadline_ns, port));
                 }
@@ -878,23 +879,22 @@ impl Vm {
             Call::VcpuUpcallReturn => {
                 let page = st.event_page.ok_or(Status::BAD_STATE)?;
                 let vc = st.vcpus.get_mut(v as usize).ok_or(Status::FAILED)?;
-                if !vc.in_callback {
+                if !vc.in_callback || vc.upcall_mode != UpcallMode::CALLBACK {
                     return Err(Status::BAD_STATE.into());
                 }
                 let info = page + EventPage::vcpu_offset(v) as u64;
-                let frame: UpcallFrame = self.ram.read_obj(info + vcpu_info::FRAME as u64)?;
+                // The frame as the page holds it now, copied once (EVT-14, SEC-6).
+                let mut frame: UpcallFrame = self.ram.read_obj(info + vcpu_info::FRAME as u64)?;
+                if !is_canonical(frame.rip) || !is_canonical(frame.rsp) {
+                    return Err(Status::INVALID_PARAM.into());
+                }
+                frame.rflags &= UPCALL_RFLAGS_FROM_GUEST;
+                frame._reserved = [0; 4];
                 self.ram
                     .store_u32(info + vcpu_info::UPCALL_MASK as u64, 0, Ordering::SeqCst)?;
                 vc.in_callback = false;
-                // Events that arrived during the callback are delivered next.
-                if self
-                    .ram
-                    .load_u32(info + vcpu_info::UPCALL_PENDING as u64, Ordering::SeqCst)?
-                    != 0
-                {
-                    vc.upcall_signal = true;
-                    fx.notify |= 1 << v;
-                }
+                // Delivery is re-evaluated by the backend (take_upcall) before resuming.
+                fx.notify |= 1 << v;
                 Ok(Flow::Out(Outcome::UpcallReturn(frame)))
             }
             // EVENT
@@ -935,30 +935,48 @@ impl Vm {
                 let vc = st.vcpus.get_mut(v as usize).ok_or(Status::FAILED)?;
                 vc.upcall_mode = mode;
                 vc.upcall_target = if mode == UpcallMode::NONE { 0 } else { target };
-                vc.upcall_signal = mode != UpcallMode::NONE;
                 if mode != UpcallMode::NONE {
                     fx.notify |= 1 << v;
                 }
                 val(0)
             }
             Call::EventAlloc => {
-                if st.event_page.is_none() {
-                    return Err(Status::BAD_STATE.into());
+                let page = st.event_page.ok_or(Status::BAD_STATE)?;
+                let port = st.ports.alloc(v)?;
+                // A fresh port starts with its pending and mask bits clear (EVT-3).
+                let (w, b) = ((port / 64) as u64, 1u64 << (port % 64));
+                let cleared = self
+                    .ram
+                    .fetch_and_u64(page + EventPage::PENDING_OFFSET as u64 + w * 8, !b)
+                    .and_then(|_| {
+                        self.ram
+                            .fetch_and_u64(page + EventPage::MASK_OFFSET as u64 + w * 8, !b)
+                    });
+                if let Err(e) = cleared {
+                    let _ = st.ports.close(port);
+                    return Err(e.into());
                 }
-                val(st.ports.alloc(v)? as u64)
+                val(port as u64)
             }
             Call::EventBindVcpu { port, vcpu } => {
+                st.event_page.ok_or(Status::BAD_STATE)?;
                 let port = port_arg(port)?;
+                let cur = st.ports.bound(port)?;
                 let t = self.vcpu_arg(vcpu)?;
+                if cur == t {
+                    return Err(Status::ALREADY.into());
+                }
                 st.ports.bind(port, t)?;
                 val(0)
             }
             Call::EventClose { port } => {
+                let page = st.event_page.ok_or(Status::BAD_STATE)?;
                 let port = port_arg(port)?;
                 st.ports.close(port)?;
-                if let Some(page) = st.event_page {
+                {
                     let (w, b) = ((port / 64) as u64, 1u64 << (port % 64));
-                    self.ram.fetch_and_u64(page + w * 8, !b)?;
+                    self.ram
+                        .fetch_and_u64(page + EventPage::PENDING_OFFSET as u64 + w * 8, !b)?;
                 }
                 for vc in &mut st.vcpus {
                     if vc.timer.is_some_and(|(_, p)| p == port) {
@@ -969,24 +987,25 @@ impl Vm {
                 val(0)
             }
             Call::EventSend { port } => {
+                st.event_page.ok_or(Status::BAD_STATE)?;
                 let port = port_arg(port)?;
                 st.ports.bound(port)?;
                 self.raise(st, fx, port);
                 val(0)
             }
             Call::EventMask { port } => {
+                let page = st.event_page.ok_or(Status::BAD_STATE)?;
                 let port = port_arg(port)?;
                 st.ports.bound(port)?;
-                let page = st.event_page.ok_or(Status::BAD_STATE)?;
                 let (w, b) = ((port / 64) as u64, 1u64 << (port % 64));
                 self.ram
                     .fetch_or_u64(page + EventPage::MASK_OFFSET as u64 + w * 8, b)?;
                 val(0)
             }
             Call::EventUnmask { port } => {
+                let page = st.event_page.ok_or(Status::BAD_STATE)?;
                 let port = port_arg(port)?;
                 let target = st.ports.bound(port)?;
-                let page = st.event_page.ok_or(Status::BAD_STATE)?;
                 let (w, b) = ((port / 64) as u64, 1u64 << (port % 64));
                 self.ram
                     .fetch_and_u64(page + EventPage::MASK_OFFSET as u64 + w * 8, !b)?;
@@ -1017,6 +1036,9 @@ impl Vm {
                 let (s, e) = self.balloon_range(gpa, pages)?;
                 if st.balloon.overlaps(s, e) {
                     return Err(Status::ALREADY.into());
+                }
+                if Self::shared_areas(st).any(|(a, l)| a < e * PAGE_SIZE && s * PAGE_SIZE < a + l) {
+                    return Err(Status::BAD_STATE.into());
                 }
                 st.balloon.insert(s, e);
                 val(0)
@@ -1193,11 +1215,9 @@ impl Vm {
                 val(0)
             }
             Call::HarnessInjectEvent { port } => {
+                st.event_page.ok_or(Status::BAD_STATE)?;
                 let port = port_arg(port)?;
                 st.ports.bound(port)?;
-                if st.event_page.is_none() {
-                    return Err(Status::BAD_STATE.into());
-                }
                 self.raise(st, fx, port);
                 val(0)
             }
@@ -1328,6 +1348,8 @@ impl Vm {
     /// Copies `data` out to a guest buffer of `buf_len` bytes; BUFFER_TOO_SMALL with the size
     /// needed when it does not fit. Returns the length.
     fn copy_out_sized(&self, buf_gpa: u64, buf_len: u64, data: &[u8]) -> Result<Flow, Fail> {
+        // The whole named buffer must be guest RAM (STORE-4), whatever fits in it.
+        self.ram.check_range(buf_gpa, buf_len)?;
         if (data.len() as u64) > buf_len {
             return Err(too_small(data.len()));
         }
@@ -1369,6 +1391,20 @@ impl Vm {
         Ok((gpa / PAGE_SIZE, end / PAGE_SIZE))
     }
 
+    /// Areas the host writes on its own (MEM-9): event page, clock pages, steal-time records,
+    /// the ring.
+    fn shared_areas(st: &State) -> impl Iterator<Item = (u64, u64)> + '_ {
+        let ev = st.event_page.map(|p| (p, PAGE_SIZE));
+        let ring = st.ring.map(|r| (r.gpa, RingHeader::ring_bytes(r.order)));
+        let per_vcpu = st.vcpus.iter().flat_map(|v| {
+            [
+                v.clock_page.map(|p| (p, ClockPage::SIZE as u64)),
+                v.steal.map(|p| (p, StealTime::SIZE as u64)),
+            ]
+        });
+        ev.into_iter().chain(ring).chain(per_vcpu.flatten())
+    }
+
     fn raise_store(&self, st: &mut State, fx: &mut Fx) {
         for p in st.store.take_raised() {
             if st.ports.bound(p).is_ok() {
@@ -1400,13 +1436,7 @@ impl Vm {
             return;
         };
         let (w, b) = ((port / 64) as u64, 1u64 << (port % 64));
-        // A send to a port bound to a blocked vCPU ends its wait (`VCPU-14`).
-        if let Some(vc) = st.vcpus.get_mut(target as usize) {
-            if vc.state == VcpuState::BLOCKED && !self.cfg.quirks.contains(Quirks::EVENT_NO_UPCALL)
-            {
-                Self::wake(vc, fx, target, Ret::ok(0));
-            }
-        }
+
         let Ok(old) = self
             .ram
             .fetch_or_u64(page + EventPage::PENDING_OFFSET as u64 + w * 8, b)
@@ -1440,9 +1470,7 @@ impl Vm {
             .ram
             .store_u32(info + vcpu_info::UPCALL_PENDING as u64, 1, Ordering::SeqCst);
         if let Some(vc) = st.vcpus.get_mut(v as usize) {
-            if vc.upcall_mode != UpcallMode::NONE {
-                vc.upcall_signal = true;
-            }
+            // Wake it whatever its upcall_mask (EVT-7, VCPU-14).
             if vc.state == VcpuState::BLOCKED {
                 Self::wake(vc, fx, v, Ret::ok(0));
             }
@@ -1758,15 +1786,20 @@ impl Vm {
         }
     }
 
-    /// Whether an upcall must be delivered to `vcpu` now, and how (`EVT-11`). Call it at
-    /// instruction boundaries where the vCPU can take one (after [`Platform::notify`], before
-    /// resuming the guest). Returns `None` when upcall mode is NONE, nothing is signalled, the
-    /// guest's `upcall_mask` is set, or `upcall_pending` is clear.
+    /// Whether an upcall must be delivered to `vcpu` now, and how (`EVT-11`): the level
+    /// condition `upcall_pending != 0 && upcall_mask == 0 && mode != NONE`, for a RUNNING vCPU
+    /// not inside a callback. Call it before resuming the vCPU after every call and after
+    /// [`Platform::notify`]. It is level-triggered: for VECTOR mode the backend must not
+    /// inject the vector again while an earlier injection is undelivered (`EVT-13`).
     pub fn take_upcall(&self, vcpu: u32) -> Option<Upcall> {
         let mut st = self.lock();
         let page = st.event_page?;
         let vc = st.vcpus.get_mut(vcpu as usize)?;
-        if !vc.upcall_signal || vc.upcall_mode == UpcallMode::NONE || vc.in_callback {
+        if vc.upcall_mode == UpcallMode::NONE
+            || vc.in_callback
+            || vc.state != VcpuState::RUNNING
+            || self.cfg.quirks.contains(Quirks::EVENT_NO_UPCALL)
+        {
             return None;
         }
         let info = page + EventPage::vcpu_offset(vcpu) as u64;
@@ -1774,18 +1807,13 @@ impl Vm {
             .ram
             .load_u32(info + vcpu_info::UPCALL_PENDING as u64, Ordering::SeqCst)
             .ok()?;
-        if pending == 0 {
-            vc.upcall_signal = false;
-            return None;
-        }
         let masked = self
             .ram
             .load_u32(info + vcpu_info::UPCALL_MASK as u64, Ordering::SeqCst)
             .ok()?;
-        if masked != 0 {
+        if pending == 0 || masked != 0 {
             return None;
         }
-        vc.upcall_signal = false;
         match vc.upcall_mode {
             UpcallMode::VECTOR => Some(Upcall::Vector(vc.upcall_target as u8)),
             UpcallMode::CALLBACK => Some(Upcall::Callback {
@@ -1909,7 +1937,8 @@ impl Vm {
         let Some(mut r) = st.ring else { return 0 };
         let slots = 1u32 << r.order;
         let mut ran = 0;
-        loop {
+        // At most one ring's worth per doorbell (SEC-16).
+        while ran < slots as usize {
             let Ok(req_prod) = self
                 .ram
                 .load_u32(r.gpa + RingHeader::REQ_PROD as u64, Ordering::Acquire)
