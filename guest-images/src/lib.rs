@@ -32,8 +32,16 @@
 //! Outside a build script the same build is one command (`scripts` may wrap it):
 //!
 //! ```text
-//! CARGO_ENCODED_RUSTFLAGS=$(printf '%s\x1f' -Crelocation-model=static -Clink-arg=-nostdlib \
-//!   -Clink-arg=-static -Clink-arg=-T$PWD/guest-images/link.ld -Clink-arg=-Wl,--build-id=none) \
+//! cargo run -q -p pvabi-image-build -- examples/hello
+//! ```
+//!
+//! which prints the path of the ELF (`examples/hello/target/x86_64-unknown-linux-gnu/release/
+//! pvabi-hello`). The same by hand (the flags are [`guest_rustflags`], 0x1f-separated):
+//!
+//! ```text
+//! CARGO_ENCODED_RUSTFLAGS=$(printf '%s\x1f' -Crelocation-model=static -Cno-redzone=yes \
+//!   -Clink-arg=-nostdlib -Clink-arg=-static -Clink-arg=-no-pie -Clink-arg=-Wl,--build-id=none \
+//!   -Clink-arg=-T$PWD/guest-images/link.ld | sed 's/\x1f$//') \
 //! cargo build --release --manifest-path examples/hello/Cargo.toml \
 //!   --target x86_64-unknown-linux-gnu
 //! ```
@@ -58,6 +66,8 @@ pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 pub fn guest_rustflags(linker_script: &Path) -> Vec<String> {
     vec![
         "-Crelocation-model=static".to_owned(),
+        // Ring-0 guests take interrupts on the current stack, which would clobber a red zone.
+        "-Cno-redzone=yes".to_owned(),
         "-Clink-arg=-nostdlib".to_owned(),
         "-Clink-arg=-static".to_owned(),
         "-Clink-arg=-no-pie".to_owned(),
@@ -195,9 +205,9 @@ impl GuestBuild {
         if let Some(bin) = &self.bin {
             cmd.arg("--bin").arg(bin);
         }
-        // Keep cargo's output on our stderr so a failing guest build is readable in the
-        // outer build's log.
-        cmd.stdout(std::process::Stdio::inherit());
+        // Everything the nested cargo prints goes to stderr: in a build script, stdout lines
+        // are build-script directives.
+        cmd.stdout(std::process::Stdio::from(std::io::stderr()));
         let status = cmd.status().map_err(|source| Error::Spawn {
             manifest: manifest.clone(),
             source,

@@ -46,6 +46,7 @@ mod kick;
 pub mod layout;
 mod loader;
 mod platform;
+mod sse;
 mod upcall;
 mod vmm;
 

@@ -900,6 +900,16 @@ fn vcpu_main(
                         regs: Box::new(dump(fd, id)),
                     })
                 }
+                Ok(VcpuExit::InternalError) => {
+                    if emulate_sse(fd, vm.ram().memory())? {
+                        continue;
+                    }
+                    let exit = internal_error_text(fd);
+                    return Err(Error::UnexpectedExit {
+                        exit,
+                        regs: Box::new(dump(fd, id)),
+                    });
+                }
                 Ok(other) => {
                     let exit = format!("{other:?}");
                     return Err(Error::UnexpectedExit {
@@ -920,6 +930,145 @@ fn vcpu_main(
             }
         }
     }
+}
+
+/// The instruction bytes KVM reports with an emulation failure, if it reported them.
+fn emulation_failure_bytes(fd: &mut VcpuFd) -> Option<Vec<u8>> {
+    const KVM_INTERNAL_ERROR_EMULATION: u32 = 1;
+    const FLAG_INSTRUCTION_BYTES: u64 = 1;
+    let run = fd.get_kvm_run();
+    // SAFETY: called only for KVM_EXIT_INTERNAL_ERROR, for which the kernel fills the
+    // `internal` member of the union; every bit pattern is valid for its integer fields.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    if internal.suberror != KVM_INTERNAL_ERROR_EMULATION || internal.ndata < 2 {
+        return None;
+    }
+    if internal.data.first().copied()? & FLAG_INSTRUCTION_BYTES == 0 {
+        return None;
+    }
+    // data[1..] holds `u8 insn_size; u8 insn_bytes[15]` (struct kvm_run, emulation_failure).
+    let raw: Vec<u8> = internal
+        .data
+        .iter()
+        .skip(1)
+        .take(2)
+        .flat_map(|w| w.to_le_bytes())
+        .collect();
+    let len = usize::from(*raw.first()?).min(15);
+    raw.get(1..1 + len).map(<[u8]>::to_vec)
+}
+
+/// Guest memory by guest-virtual address for the SSE emulation: `KVM_TRANSLATE` per page
+/// (identity where the host does not offer it), then bounds-checked vm-memory access.
+struct VcpuMemory<'a> {
+    fd: &'a VcpuFd,
+    mem: &'a vm_memory::GuestMemoryMmap,
+}
+
+impl VcpuMemory<'_> {
+    fn gpa(&self, gva: u64) -> Option<u64> {
+        match self.fd.translate_gva(gva) {
+            Ok(t) if t.valid != 0 => Some(t.physical_address),
+            Ok(_) => None,
+            Err(_) => Some(gva),
+        }
+    }
+
+    /// Runs `f(gpa, offset, len)` for each page-bounded piece of `gva..gva+len`.
+    fn pieces(&self, gva: u64, len: usize, mut f: impl FnMut(u64, usize, usize) -> bool) -> bool {
+        let mut off = 0;
+        while off < len {
+            let a = gva.wrapping_add(off as u64);
+            let n = ((4096 - (a & 4095)) as usize).min(len - off);
+            match self.gpa(a) {
+                Some(g) if f(g, off, n) => off += n,
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+impl crate::sse::Memory for VcpuMemory<'_> {
+    fn read(&mut self, gva: u64, buf: &mut [u8]) -> bool {
+        use vm_memory::Bytes;
+        let len = buf.len();
+        let mem = self.mem;
+        self.pieces(gva, len, |g, off, n| {
+            buf.get_mut(off..off + n)
+                .is_some_and(|b| mem.read_slice(b, vm_memory::GuestAddress(g)).is_ok())
+        })
+    }
+
+    fn write(&mut self, gva: u64, data: &[u8]) -> bool {
+        use vm_memory::Bytes;
+        let mem = self.mem;
+        self.pieces(gva, data.len(), |g, off, n| {
+            data.get(off..off + n)
+                .is_some_and(|b| mem.write_slice(b, vm_memory::GuestAddress(g)).is_ok())
+        })
+    }
+}
+
+/// Performs an SSE instruction KVM's emulator failed on (see [`crate::sse`]) and steps past
+/// it; false when it is not one of those (or an operand is not accessible).
+///
+/// # Errors
+///
+/// [`Error::Kvm`] when the FPU state cannot be read or written.
+fn emulate_sse(fd: &mut VcpuFd, mem: &vm_memory::GuestMemoryMmap) -> Result<bool, Error> {
+    let Some(bytes) = emulation_failure_bytes(fd) else {
+        return Ok(false);
+    };
+    let Some(insn) = crate::sse::decode(&bytes) else {
+        return Ok(false);
+    };
+    let mut fpu = fd.get_fpu().map_err(kvm_err("KVM_GET_FPU"))?;
+    let mut regs = fd.sync_regs().regs;
+    let next = regs.rip.wrapping_add(insn.len as u64);
+    let done = crate::sse::execute(
+        &insn,
+        next,
+        &mut regs,
+        &mut fpu,
+        &mut VcpuMemory { fd: &*fd, mem },
+    );
+    if !done {
+        return Ok(false);
+    }
+    fd.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
+    regs.rip = next;
+    fd.sync_regs_mut().regs = regs;
+    fd.set_sync_dirty_reg(SyncReg::Register);
+    Ok(true)
+}
+
+/// Describes a `KVM_EXIT_INTERNAL_ERROR`: its suberror and data words (for an emulation
+/// failure, KVM's flags, the instruction length and the instruction bytes).
+fn internal_error_text(fd: &mut VcpuFd) -> String {
+    let run = fd.get_kvm_run();
+    // SAFETY: the exit reason is KVM_EXIT_INTERNAL_ERROR, for which the kernel fills the
+    // `internal` member of the union; every bit pattern is a valid value of its integer
+    // fields.
+    let internal = unsafe { run.__bindgen_anon_1.internal };
+    let n = (internal.ndata as usize).min(internal.data.len());
+    let data: Vec<String> = internal
+        .data
+        .iter()
+        .take(n)
+        .map(|d| format!("{d:#x}"))
+        .collect();
+    let what = match internal.suberror {
+        1 => "emulation failure (an instruction KVM's emulator does not implement)",
+        2 => "simultaneous exceptions",
+        3 => "delivery event failed",
+        _ => "internal error",
+    };
+    format!(
+        "InternalError: {what} (suberror {}, data [{}])",
+        internal.suberror,
+        data.join(", ")
+    )
 }
 
 /// Writes the return pair into the synced registers (RAX = status, RDI = value).

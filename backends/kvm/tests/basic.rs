@@ -190,3 +190,17 @@ fn bad_images_and_configs_are_errors() {
         other => panic!("expected a config error, got {other:?}"),
     }
 }
+
+#[test]
+fn events_arrive_as_upcalls_and_end_block() {
+    if !kvm_or_skip("events_arrive_as_upcalls_and_end_block") {
+        return;
+    }
+    let elf = guest("basic");
+    for mode in MODES {
+        let (r, out) = run(&elf, mode, 1, "events");
+        // 2 upcalls, VCPU.BLOCK ended by the timer well before its deadline, the port's
+        // pending bit seen by the handler.
+        assert_eq!(ok_code(&r), 2 | 1 << 8 | 1 << 9, "{mode:?}: {out}");
+    }
+}

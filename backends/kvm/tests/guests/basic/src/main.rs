@@ -57,6 +57,169 @@ fn parse_u64(s: &[u8]) -> u64 {
 
 static AP_DONE: AtomicU64 = AtomicU64::new(0);
 
+// ---- events -------------------------------------------------------------------------------
+
+/// The event page (4 KiB, page aligned), seen as atomics: the host changes it at any time.
+#[repr(C, align(4096))]
+struct EventPage([AtomicU64; 512]);
+static EVENT_PAGE: EventPage = EventPage([const { AtomicU64::new(0) }; 512]);
+/// Upcalls taken.
+static UPCALLS: AtomicU64 = AtomicU64::new(0);
+/// Pending bits of word 0 seen by the upcall handler.
+static SEEN: AtomicU64 = AtomicU64::new(0);
+const UPCALL_VECTOR: u8 = 0x40;
+
+/// Word index of vCPU 0's `selector` / `upcall_pending|upcall_mask` in the page.
+const VCPU0_SELECTOR: usize = 256 / 8;
+const VCPU0_PENDING_MASK: usize = 256 / 8 + 1;
+
+/// Common upcall work: clear upcall_pending, collect and clear pending bits of word 0.
+fn handle_events() {
+    let page = &EVENT_PAGE.0;
+    // upcall_pending is the low 32 bits of this word; upcall_mask the high ones.
+    page[VCPU0_PENDING_MASK].fetch_and(!0xFFFF_FFFF, Ordering::SeqCst);
+    page[VCPU0_SELECTOR].store(0, Ordering::SeqCst);
+    let bits = page[0].swap(0, Ordering::SeqCst);
+    SEEN.fetch_or(bits, Ordering::SeqCst);
+    UPCALLS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Ring 0: the interrupt handler body, called from the assembly stub.
+#[no_mangle]
+extern "C" fn upcall_isr_body() {
+    handle_events();
+}
+
+core::arch::global_asm!(
+    ".global upcall_isr",
+    "upcall_isr:",
+    "push rax",
+    "push rcx",
+    "push rdx",
+    "push rsi",
+    "push rdi",
+    "push r8",
+    "push r9",
+    "push r10",
+    "push r11",
+    "mov rbp, rsp",
+    "and rsp, -16",
+    "call upcall_isr_body",
+    "mov rsp, rbp",
+    "pop r11",
+    "pop r10",
+    "pop r9",
+    "pop r8",
+    "pop rdi",
+    "pop rsi",
+    "pop rdx",
+    "pop rcx",
+    "pop rax",
+    "iretq",
+);
+
+extern "C" {
+    fn upcall_isr();
+}
+
+/// PV ring 3: the callback (RSP + 8 aligned to 16, RDI = frame GPA, RSI = vCPU id).
+extern "C" fn on_callback(_frame: u64, _vcpu: u64) -> ! {
+    handle_events();
+    gate(call::VCPU_UPCALL_RETURN, 0, 0, 0, 0);
+    poweroff(0xdead)
+}
+
+#[repr(C, align(16))]
+struct Idt([u64; 512]);
+static mut IDT: Idt = Idt([0; 512]);
+
+fn install_idt() {
+    let h = upcall_isr as *const () as u64;
+    let lo = (h & 0xFFFF) | (0x08 << 16) | (0x8E00 << 32) | ((h >> 16) & 0xFFFF) << 48;
+    let hi = h >> 32;
+    let idt = core::ptr::addr_of_mut!(IDT);
+    // SAFETY: single vCPU writes its own static IDT before loading it; in bounds
+    // (vector 0x40 < 256, two words per entry).
+    unsafe {
+        (*idt).0[usize::from(UPCALL_VECTOR) * 2] = lo;
+        (*idt).0[usize::from(UPCALL_VECTOR) * 2 + 1] = hi;
+    }
+    #[repr(C, packed)]
+    struct Ptr {
+        limit: u16,
+        base: u64,
+    }
+    let p = Ptr {
+        limit: (256 * 16 - 1) as u16,
+        base: idt as u64,
+    };
+    // SAFETY: ring 0; loads a valid IDT whose only present entry points at `upcall_isr`.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) &p, options(nostack)) };
+}
+
+fn wait_upcalls(n: u64, ring0: bool) {
+    let (_, start) = gate(call::CLOCK_GET_TIME, 0, 0, 0, 0);
+    while UPCALLS.load(Ordering::SeqCst) < n {
+        if ring0 {
+            // SAFETY: ring 0 with IF = 1: sleep until the next interrupt.
+            unsafe { core::arch::asm!("hlt", options(nostack, nomem)) };
+        }
+        let (_, now) = gate(call::CLOCK_GET_TIME, 0, 0, 0, 0);
+        if now - start > 2_000_000_000 {
+            poweroff(0xEEE0 + n);
+        }
+    }
+}
+
+fn events(ring0: bool) -> ! {
+    let page = core::ptr::addr_of!(EVENT_PAGE) as u64;
+    let (s, _) = gate(call::EVENT_REGISTER_PAGE, page, 0, 0, 0);
+    if s != 0 {
+        poweroff(0x100 | (s & 0xff));
+    }
+    let (s, _) = if ring0 {
+        install_idt();
+        gate(call::EVENT_SET_UPCALL, 1, u64::from(UPCALL_VECTOR), 0, 0)
+    } else {
+        gate(
+            call::EVENT_SET_UPCALL,
+            2,
+            on_callback as *const () as u64,
+            0,
+            0,
+        )
+    };
+    if s != 0 {
+        poweroff(0x200 | (s & 0xff));
+    }
+    let (s, port) = gate(call::EVENT_ALLOC, 0, 0, 0, 0);
+    if s != 0 || port == 0 || port >= 64 {
+        poweroff(0x300 | (s & 0xff));
+    }
+    if ring0 {
+        // SAFETY: ring 0; the IDT handles the upcall vector.
+        unsafe { core::arch::asm!("sti", options(nostack, nomem)) };
+    }
+    // 1. An event sent to ourselves arrives as an upcall.
+    gate(call::EVENT_SEND, port, 0, 0, 0);
+    wait_upcalls(1, ring0);
+    // 2. A timer raises the port and ends VCPU.BLOCK.
+    let (_, now) = gate(call::CLOCK_GET_TIME, 0, 0, 0, 0);
+    let (s, _) = gate(call::CLOCK_SET_TIMER, now + 2_000_000, port, 0, 0);
+    if s != 0 {
+        poweroff(0x400 | (s & 0xff));
+    }
+    let (s, _) = gate(call::VCPU_BLOCK, now + 3_000_000_000, 0, 0, 0);
+    let (_, after) = gate(call::CLOCK_GET_TIME, 0, 0, 0, 0);
+    wait_upcalls(2, ring0);
+    let woke_early = u64::from(s == 0 && after - now < 1_000_000_000);
+    poweroff(
+        UPCALLS.load(Ordering::SeqCst)
+            | woke_early << 8
+            | (SEEN.load(Ordering::SeqCst) >> port & 1) << 9,
+    )
+}
+
 #[repr(C, align(16))]
 struct Stack([u8; 16384]);
 static mut AP_STACK: Stack = Stack([0; 16384]);
@@ -156,6 +319,7 @@ pub extern "C" fn _start(boot_info: u64) -> ! {
             unsafe { core::arch::asm!("ud2", options(nostack, nomem)) };
             poweroff(1)
         }
+        b"events" => events(bi.exec_mode == 0),
         b"hang" => loop {
             core::hint::spin_loop();
         },
