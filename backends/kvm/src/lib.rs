@@ -95,6 +95,9 @@ pub struct RunConfig {
     pub watchdog: Option<Duration>,
     /// Offer the HARNESS service (certification runs only).
     pub harness: bool,
+    /// Move gate registers through `kvm_run` when KVM offers `KVM_CAP_SYNC_REGS` (the
+    /// default); `false` uses `KVM_GET_REGS`/`KVM_SET_REGS` on every call (for comparisons).
+    pub sync_regs: bool,
 }
 
 impl Default for RunConfig {
@@ -107,6 +110,7 @@ impl Default for RunConfig {
             console: ConsoleSink::Stdout,
             watchdog: None,
             harness: false,
+            sync_regs: true,
         }
     }
 }

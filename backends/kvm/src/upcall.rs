@@ -2,7 +2,7 @@
 //! ring 3, spec `EVT-12`..`EVT-14`).
 
 use kvm_bindings::kvm_interrupt;
-use kvm_ioctls::{SyncReg, VcpuFd};
+use kvm_ioctls::VcpuFd;
 use pvabi::event::UpcallFrame;
 use pvabi_host::Vm;
 use vmm_sys_util::ioctl::ioctl_with_ref;
@@ -52,9 +52,9 @@ pub(crate) fn inject_irq(fd: &mut VcpuFd, vector: u8) -> Result<bool, Error> {
 /// # Errors
 ///
 /// What completing a pending port I/O returns.
-pub(crate) fn enter_callback(vm: &Vm, fd: &mut VcpuFd, id: u32) -> Result<(), Error> {
+pub(crate) fn enter_callback(vm: &Vm, fd: &mut VcpuFd, sync: bool, id: u32) -> Result<(), Error> {
     crate::vmm::complete_pending_io(fd, id)?;
-    let r = fd.sync_regs().regs;
+    let r = crate::vmm::get_regs(fd, sync)?;
     let frame = UpcallFrame {
         rip: r.rip,
         rsp: r.rsp,
@@ -73,12 +73,12 @@ pub(crate) fn enter_callback(vm: &Vm, fd: &mut VcpuFd, id: u32) -> Result<(), Er
     // BAD_STATE (the guest switched upcall mode meanwhile) or an unwritable event page: the
     // upcall is not delivered and the guest keeps running where it was.
     if let Ok(e) = vm.enter_callback(id, &frame) {
-        let regs = &mut fd.sync_regs_mut().regs;
+        let mut regs = r;
         regs.rip = e.rip;
         regs.rsp = e.rsp;
         regs.rdi = e.rdi;
         regs.rsi = e.rsi;
-        fd.set_sync_dirty_reg(SyncReg::Register);
+        crate::vmm::put_regs(fd, sync, &regs)?;
     }
     Ok(())
 }
@@ -86,12 +86,21 @@ pub(crate) fn enter_callback(vm: &Vm, fd: &mut VcpuFd, id: u32) -> Result<(), Er
 /// Restores the context saved by a callback upcall (VCPU.UPCALL_RETURN); RFLAGS keeps only the
 /// bits the guest may change in its mode (in PV ring 3 IF and IOPL stay as the loader set them;
 /// in ring 0 IF comes from the frame).
-pub(crate) fn restore_frame(fd: &mut VcpuFd, f: &UpcallFrame, mode: crate::Mode) {
+///
+/// # Errors
+///
+/// [`Error::Kvm`] when the registers cannot be read or written.
+pub(crate) fn restore_frame(
+    fd: &mut VcpuFd,
+    sync: bool,
+    f: &UpcallFrame,
+    mode: crate::Mode,
+) -> Result<(), Error> {
     let fixed = match mode {
         crate::Mode::PvRing3 => RFLAGS_PV_FIXED,
         crate::Mode::Ring0 => 0x2 | (f.rflags & 0x200),
     };
-    let regs = &mut fd.sync_regs_mut().regs;
+    let mut regs = crate::vmm::get_regs(fd, sync)?;
     regs.rip = f.rip;
     regs.rsp = f.rsp;
     regs.rflags = (f.rflags & RFLAGS_GUEST_MASK) | fixed;
@@ -104,5 +113,5 @@ pub(crate) fn restore_frame(fd: &mut VcpuFd, f: &UpcallFrame, mode: crate::Mode)
     regs.r9 = f.r9;
     regs.r10 = f.r10;
     regs.r11 = f.r11;
-    fd.set_sync_dirty_reg(SyncReg::Register);
+    crate::vmm::put_regs(fd, sync, &regs)
 }

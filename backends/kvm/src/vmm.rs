@@ -85,6 +85,8 @@ pub(crate) struct Core {
     stopping: AtomicBool,
     /// Total exits seen, for the watchdog.
     exits: AtomicU64,
+    /// Registers travel through `kvm_run` (`KVM_CAP_SYNC_REGS`) instead of ioctls.
+    pub(crate) sync_regs: bool,
     /// Guest TSC frequency in Hz (KVM_GET_TSC_KHZ).
     tsc_hz: u64,
     /// Guest TSC minus host TSC, sampled at creation.
@@ -327,6 +329,15 @@ impl Machine {
             )));
         }
         kick::install().map_err(Error::Signal)?;
+        if !kvm.check_extension(kvm_ioctls::Cap::ImmediateExit) {
+            return Err(Error::Config(
+                "KVM lacks KVM_CAP_IMMEDIATE_EXIT, which kicking vCPUs needs".into(),
+            ));
+        }
+        let sync_regs = cfg.sync_regs
+            && kvm.check_extension_raw(u64::from(kvm_bindings::KVM_CAP_SYNC_REGS) as _)
+                & (kvm_bindings::KVM_SYNC_X86_REGS as i32)
+                != 0;
 
         let vm_fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
         let mem_len = usize::try_from(mem_size)
@@ -399,6 +410,7 @@ impl Machine {
             outcome_cv: Condvar::new(),
             stopping: AtomicBool::new(false),
             exits: AtomicU64::new(0),
+            sync_regs,
             tsc_hz: u64::from(tsc_khz) * 1000,
             tsc_offset,
             deadline: Mutex::new(0),
@@ -647,9 +659,7 @@ fn segment(mode: Mode, code: bool) -> kvm_segment {
 
 /// Puts `fd` into 64-bit mode at the request's entry with RSP = its stack, RDI = its argument
 /// and RSI = the vCPU id.
-fn setup_vcpu(fd: &VcpuFd, mode: Mode, cpuid: &CpuId, id: u32, req: StartReq) -> Result<(), Error> {
-    fd.set_cpuid2(&vcpu_cpuid(cpuid.clone(), id))
-        .map_err(kvm_err("KVM_SET_CPUID2"))?;
+fn setup_vcpu(fd: &VcpuFd, mode: Mode, id: u32, req: StartReq) -> Result<(), Error> {
     let mut s: kvm_sregs = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
     let code = segment(mode, true);
     let data = segment(mode, false);
@@ -793,7 +803,7 @@ fn take_upcall(
     }
     match vm.take_upcall(id) {
         Some(Upcall::Vector(v)) => *pending_irq = Some(v),
-        Some(Upcall::Callback { .. }) => crate::upcall::enter_callback(vm, fd, id)?,
+        Some(Upcall::Callback { .. }) => crate::upcall::enter_callback(vm, fd, core.sync_regs, id)?,
         None => {}
     }
     Ok(())
@@ -808,6 +818,9 @@ fn vcpu_main(
     cpuid: &CpuId,
 ) -> Result<Option<RegDump>, Error> {
     let gate = pvabi::gate::DEFAULT_IOPORT;
+    // KVM refuses CPUID changes once a vCPU has run: set it once, before any start.
+    fd.set_cpuid2(&vcpu_cpuid(cpuid.clone(), id))
+        .map_err(kvm_err("KVM_SET_CPUID2"))?;
     let mut start = boot;
     'life: loop {
         let req = match start.take() {
@@ -817,8 +830,10 @@ fn vcpu_main(
                 None => return Ok(None),
             },
         };
-        setup_vcpu(fd, core.mode, cpuid, id, req)?;
-        fd.set_sync_valid_reg(SyncReg::Register);
+        setup_vcpu(fd, core.mode, id, req)?;
+        if core.sync_regs {
+            fd.set_sync_valid_reg(SyncReg::Register);
+        }
         vm.vcpu_started(id);
         let mut pending_irq: Option<u8> = None;
         loop {
@@ -837,16 +852,16 @@ fn vcpu_main(
             match exit {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     if port == gate && data.len() == usize::from(pvabi::gate::IOPORT_GATE_WIDTH) {
-                        let r = fd.sync_regs().regs;
+                        let r = get_regs(fd, core.sync_regs)?;
                         let call = Regs {
                             rax: r.rax,
                             args: [r.rdi, r.rsi, r.r8, r.r9, r.r10, r.r11],
                         };
                         match vm.handle_call(id, &call) {
-                            Outcome::Return(ret) => write_ret(fd, ret),
+                            Outcome::Return(ret) => write_ret(fd, core.sync_regs, ret)?,
                             Outcome::Block { .. } => loop {
                                 if let Some(ret) = vm.finish_block(id) {
-                                    write_ret(fd, ret);
+                                    write_ret(fd, core.sync_regs, ret)?;
                                     break;
                                 }
                                 if core.stopping() {
@@ -868,7 +883,12 @@ fn vcpu_main(
                             }
                             Outcome::UpcallReturn(frame) => {
                                 complete_pending_io(fd, id)?;
-                                crate::upcall::restore_frame(fd, &frame, core.mode);
+                                crate::upcall::restore_frame(
+                                    fd,
+                                    core.sync_regs,
+                                    &frame,
+                                    core.mode,
+                                )?;
                                 if let Some(slot) = core.slots.get(id as usize) {
                                     // More events may be pending: look again before entry.
                                     slot.upcall.store(true, Ordering::SeqCst);
@@ -901,7 +921,7 @@ fn vcpu_main(
                     })
                 }
                 Ok(VcpuExit::InternalError) => {
-                    if emulate_sse(fd, vm.ram().memory())? {
+                    if emulate_sse(fd, core.sync_regs, vm.ram().memory())? {
                         continue;
                     }
                     let exit = internal_error_text(fd);
@@ -1016,7 +1036,11 @@ impl crate::sse::Memory for VcpuMemory<'_> {
 /// # Errors
 ///
 /// [`Error::Kvm`] when the FPU state cannot be read or written.
-fn emulate_sse(fd: &mut VcpuFd, mem: &vm_memory::GuestMemoryMmap) -> Result<bool, Error> {
+fn emulate_sse(
+    fd: &mut VcpuFd,
+    sync: bool,
+    mem: &vm_memory::GuestMemoryMmap,
+) -> Result<bool, Error> {
     let Some(bytes) = emulation_failure_bytes(fd) else {
         return Ok(false);
     };
@@ -1024,7 +1048,7 @@ fn emulate_sse(fd: &mut VcpuFd, mem: &vm_memory::GuestMemoryMmap) -> Result<bool
         return Ok(false);
     };
     let mut fpu = fd.get_fpu().map_err(kvm_err("KVM_GET_FPU"))?;
-    let mut regs = fd.sync_regs().regs;
+    let mut regs = get_regs(fd, sync)?;
     let next = regs.rip.wrapping_add(insn.len as u64);
     let done = crate::sse::execute(
         &insn,
@@ -1038,8 +1062,7 @@ fn emulate_sse(fd: &mut VcpuFd, mem: &vm_memory::GuestMemoryMmap) -> Result<bool
     }
     fd.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
     regs.rip = next;
-    fd.sync_regs_mut().regs = regs;
-    fd.set_sync_dirty_reg(SyncReg::Register);
+    put_regs(fd, sync, &regs)?;
     Ok(true)
 }
 
@@ -1071,12 +1094,42 @@ fn internal_error_text(fd: &mut VcpuFd) -> String {
     )
 }
 
-/// Writes the return pair into the synced registers (RAX = status, RDI = value).
-fn write_ret(fd: &mut VcpuFd, ret: Ret) {
-    let regs = &mut fd.sync_regs_mut().regs;
+/// The vCPU's general registers after an exit: from `kvm_run` with `KVM_CAP_SYNC_REGS` (no
+/// ioctl), else `KVM_GET_REGS`.
+///
+/// # Errors
+///
+/// [`Error::Kvm`] when `KVM_GET_REGS` fails.
+pub(crate) fn get_regs(fd: &VcpuFd, sync: bool) -> Result<kvm_regs, Error> {
+    if sync {
+        Ok(fd.sync_regs().regs)
+    } else {
+        fd.get_regs().map_err(kvm_err("KVM_GET_REGS"))
+    }
+}
+
+/// Sets the vCPU's general registers for the next entry: through `kvm_run` (marked dirty)
+/// with `KVM_CAP_SYNC_REGS`, else `KVM_SET_REGS`.
+///
+/// # Errors
+///
+/// [`Error::Kvm`] when `KVM_SET_REGS` fails.
+pub(crate) fn put_regs(fd: &mut VcpuFd, sync: bool, regs: &kvm_regs) -> Result<(), Error> {
+    if sync {
+        fd.sync_regs_mut().regs = *regs;
+        fd.set_sync_dirty_reg(SyncReg::Register);
+        Ok(())
+    } else {
+        fd.set_regs(regs).map_err(kvm_err("KVM_SET_REGS"))
+    }
+}
+
+/// Writes the return pair (RAX = status, RDI = value).
+fn write_ret(fd: &mut VcpuFd, sync: bool, ret: Ret) -> Result<(), Error> {
+    let mut regs = get_regs(fd, sync)?;
     regs.rax = ret.status.to_reg();
     regs.rdi = ret.value;
-    fd.set_sync_dirty_reg(SyncReg::Register);
+    put_regs(fd, sync, &regs)
 }
 
 /// A `Write` into a shared buffer (for tests and the conformance runner).

@@ -33,6 +33,7 @@ fn hello_runs_in_both_modes() {
             out.contains("hello: pvabi 1.0 on backend 0x2, 2 vCPUs"),
             "{out}"
         );
+        assert!(out.contains("hello: BASE.GET_ABI_VERSION = 1.0"), "{out}");
         assert!(out.contains("vCPU 1 got port"), "{out}");
         assert!(out.contains("hello: store hello/greeting = world"), "{out}");
         eprintln!("{mode:?}:\n{out}");

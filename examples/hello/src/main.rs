@@ -167,6 +167,19 @@ fn kernel_main(boot_info_gpa: u64) -> ! {
         info.vcpu_count
     );
 
+    // BASE: the version through the gate must be the one discovery reported.
+    let version = pv
+        .abi_version()
+        .unwrap_or_else(|e| fail(&pv, "BASE.GET_ABI_VERSION", e));
+    if version != info.version {
+        fail(&pv, "BASE.GET_ABI_VERSION", version);
+    }
+    let _ = writeln!(
+        con,
+        "hello: BASE.GET_ABI_VERSION = {}.{}",
+        version.major, version.minor
+    );
+
     // CLOCK: the clock page and the call must agree to within a second.
     let clock = pv
         .clock_register_page(&CLOCK)

@@ -54,10 +54,25 @@ pub fn run(
         console: ConsoleSink::Capture(buf.clone()),
         watchdog: Some(std::time::Duration::from_secs(20)),
         harness: false,
+        sync_regs: true,
     };
     let r = pvabi_kvm::run_elf(elf, cfg);
     let out = String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
     (r, out)
+}
+
+/// Runs `elf` with `cmdline` without `KVM_CAP_SYNC_REGS` (registers by ioctl).
+pub fn run_without_sync_regs(elf: &Path, mode: Mode, cmdline: &str) -> Result<ExitStatus, Error> {
+    let cfg = RunConfig {
+        mem_mib: 16,
+        cmdline: cmdline.to_owned(),
+        mode,
+        console: ConsoleSink::Capture(Arc::new(Mutex::new(Vec::new()))),
+        watchdog: Some(std::time::Duration::from_secs(20)),
+        sync_regs: false,
+        ..Default::default()
+    };
+    pvabi_kvm::run_elf(elf, cfg)
 }
 
 /// Both execution modes.

@@ -261,9 +261,10 @@ pub extern "C" fn _start(boot_info: u64) -> ! {
         b"gateloop" => {
             let n = parse_u64(rest);
             let mut bad = 0;
-            for _ in 0..n {
-                let (s, v) = gate(call::BASE_GET_VCPU_ID, 0, 0, 0, 0);
-                if s != 0 || v != 0 {
+            for i in 0..n {
+                // RDI goes in as i and must come back as the version.
+                let (s, v) = gate(call::BASE_GET_ABI_VERSION, i, 0, 0, 0);
+                if s != 0 || v != u64::from(pvabi::ABI_VERSION.to_u32()) {
                     bad += 1;
                 }
             }
@@ -325,34 +326,34 @@ pub extern "C" fn _start(boot_info: u64) -> ! {
         },
         b"smp" => {
             let top = core::ptr::addr_of_mut!(AP_STACK) as u64 + 16384 - 8;
-            let (s, _) = gate(
-                call::VCPU_START,
-                1,
-                ap_entry as *const () as u64,
-                top,
-                0x1000,
-            );
-            if s != 0 {
-                poweroff(0x100 | (s & 0xff));
-            }
-            // Starting it again while it runs is ALREADY (-7) unless it already stopped.
-            loop {
-                let v = AP_DONE.load(Ordering::SeqCst);
-                if v != 0 {
-                    // Wait until it has stopped, then report.
-                    loop {
-                        let (_, st) = gate(call::VCPU_GET_STATUS, 1, 0, 0, 0);
-                        if st == 0 {
-                            break;
-                        }
-                        gate(call::VCPU_YIELD, 0, 0, 0, 0);
-                    }
-                    poweroff(v)
+            let mut results = [0u64; 2];
+            // Start vCPU 1, let it stop, then start it again (a stopped vCPU can restart).
+            for (round, arg) in [0x1000u64, 0x2000].into_iter().enumerate() {
+                AP_DONE.store(0, Ordering::SeqCst);
+                let (s, _) = gate(call::VCPU_START, 1, ap_entry as *const () as u64, top, arg);
+                if s != 0 {
+                    poweroff(0x100 | (s & 0xff));
                 }
-                // Sleep until kicked (or 1 s passes).
-                let (_, now) = gate(call::CLOCK_GET_TIME, 0, 0, 0, 0);
-                gate(call::VCPU_BLOCK, now + 1_000_000_000, 0, 0, 0);
+                loop {
+                    let v = AP_DONE.load(Ordering::SeqCst);
+                    if v != 0 {
+                        // Wait until it has stopped.
+                        loop {
+                            let (_, st) = gate(call::VCPU_GET_STATUS, 1, 0, 0, 0);
+                            if st == 0 {
+                                break;
+                            }
+                            gate(call::VCPU_YIELD, 0, 0, 0, 0);
+                        }
+                        results[round] = v;
+                        break;
+                    }
+                    // Sleep until kicked (or 1 s passes).
+                    let (_, now) = gate(call::CLOCK_GET_TIME, 0, 0, 0, 0);
+                    gate(call::VCPU_BLOCK, now + 1_000_000_000, 0, 0, 0);
+                }
             }
+            poweroff(results[0] | results[1] << 16)
         }
         _ => {
             write(b"unknown command\n");
