@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let spec = manifest.join("..").join("spec");
     println!("cargo:rerun-if-changed={}", spec.display());
     let mut files: Vec<PathBuf> = match std::fs::read_dir(&spec) {
@@ -18,10 +19,15 @@ fn main() {
     let mut out = String::new();
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
-        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
+        let name = f
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("?")
+            .to_string();
         let text = std::fs::read_to_string(f).unwrap_or_default();
         writeln!(out, "(r####\"{name}\"####, r####\"{text}\"####),").expect("write to String");
     }
-    let dest = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("spec_files.rs");
+    let dest =
+        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("spec_files.rs");
     std::fs::write(dest, format!("&[\n{out}]\n")).expect("write OUT_DIR/spec_files.rs");
 }

@@ -28,7 +28,10 @@ fn main() -> ExitCode {
         Command::Spec { prefix } => {
             let all = conformance::clauses();
             let mut n = 0usize;
-            for c in all.iter().filter(|c| prefix.as_deref().is_none_or(|p| c.prefix() == p)) {
+            for c in all
+                .iter()
+                .filter(|c| prefix.as_deref().is_none_or(|p| c.prefix() == p))
+            {
                 println!("{:<10} {}", c.id, c.text);
                 n += 1;
             }

@@ -128,27 +128,54 @@ impl Report {
                 if spec.iter().any(|s| &s.id == id) {
                     by_clause.entry(id.as_str()).or_default().push(c);
                 } else {
-                    problems.push(format!("case {} cites {id}, which the spec does not define", c.name));
+                    problems.push(format!(
+                        "case {} cites {id}, which the spec does not define",
+                        c.name
+                    ));
                 }
             }
         }
         let mut summary = Summary::default();
         let mut clauses = Vec::with_capacity(spec.len());
         for s in spec {
-            let citing = by_clause.get(s.id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-            let failed: Vec<&&CaseRecord> = citing.iter().filter(|c| c.outcome == CaseOutcome::Failed).collect();
-            let passed: Vec<&&CaseRecord> = citing.iter().filter(|c| c.outcome == CaseOutcome::Passed).collect();
+            let citing = by_clause
+                .get(s.id.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let failed: Vec<&&CaseRecord> = citing
+                .iter()
+                .filter(|c| c.outcome == CaseOutcome::Failed)
+                .collect();
+            let passed: Vec<&&CaseRecord> = citing
+                .iter()
+                .filter(|c| c.outcome == CaseOutcome::Passed)
+                .collect();
             let (status, detail) = if !failed.is_empty() {
-                let d = failed.iter().map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; ");
+                let d = failed
+                    .iter()
+                    .map(|c| format!("{}: {}", c.name, c.detail))
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 (ClauseStatus::Failed, d)
             } else if !passed.is_empty() {
-                let d = passed.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
+                let d = passed
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 (ClauseStatus::Passed, d)
             } else if !citing.is_empty() {
-                let d = citing.iter().map(|c| format!("{}: {}", c.name, c.detail)).collect::<Vec<_>>().join("; ");
+                let d = citing
+                    .iter()
+                    .map(|c| format!("{}: {}", c.name, c.detail))
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 (ClauseStatus::Skipped, d)
             } else {
-                (ClauseStatus::Untested, "no conformance case checks this clause".to_string())
+                (
+                    ClauseStatus::Untested,
+                    "no conformance case checks this clause".to_string(),
+                )
             };
             match status {
                 ClauseStatus::Passed => summary.passed += 1,
@@ -156,7 +183,11 @@ impl Report {
                 ClauseStatus::Skipped => summary.skipped += 1,
                 ClauseStatus::Untested => summary.untested += 1,
             }
-            clauses.push(ClauseResult { id: s.id.clone(), status, detail });
+            clauses.push(ClauseResult {
+                id: s.id.clone(),
+                status,
+                detail,
+            });
         }
         Report {
             backend: backend.to_string(),
@@ -176,7 +207,11 @@ impl Report {
 
     /// The clause ids with the given verdict, in spec order.
     pub fn ids_with(&self, status: ClauseStatus) -> Vec<&str> {
-        self.clauses.iter().filter(|c| c.status == status).map(|c| c.id.as_str()).collect()
+        self.clauses
+            .iter()
+            .filter(|c| c.status == status)
+            .map(|c| c.id.as_str())
+            .collect()
     }
 
     /// The report as pretty JSON in the documented shape.
@@ -199,7 +234,11 @@ impl Report {
             self.summary.failed,
             self.summary.skipped,
             self.summary.untested,
-            if self.is_pass() { "CERTIFIED" } else { "NOT CERTIFIED" }
+            if self.is_pass() {
+                "CERTIFIED"
+            } else {
+                "NOT CERTIFIED"
+            }
         );
         for p in &self.problems {
             let _ = writeln!(s, "PROBLEM: {p}");
@@ -254,7 +293,11 @@ impl Report {
                     let _ = writeln!(s, "/>");
                 }
                 ClauseStatus::Failed => {
-                    let _ = writeln!(s, ">\n      <failure message=\"{}\"/>\n    </testcase>", xml_escape(&c.detail));
+                    let _ = writeln!(
+                        s,
+                        ">\n      <failure message=\"{}\"/>\n    </testcase>",
+                        xml_escape(&c.detail)
+                    );
                 }
                 ClauseStatus::Skipped | ClauseStatus::Untested => {
                     let _ = writeln!(
@@ -301,7 +344,11 @@ mod tests {
     use super::*;
 
     fn clause(id: &str) -> Clause {
-        Clause { id: id.into(), text: "t".into(), chapter: "c".into() }
+        Clause {
+            id: id.into(),
+            text: "t".into(),
+            chapter: "c".into(),
+        }
     }
 
     fn case(name: &str, clauses: &[&str], outcome: CaseOutcome) -> CaseRecord {
@@ -327,7 +374,15 @@ mod tests {
         assert_eq!(r.ids_with(ClauseStatus::Failed), ["A-2"]);
         assert_eq!(r.ids_with(ClauseStatus::Skipped), ["A-3"]);
         assert_eq!(r.ids_with(ClauseStatus::Untested), ["A-4"]);
-        assert_eq!(r.summary, Summary { passed: 1, failed: 1, skipped: 1, untested: 1 });
+        assert_eq!(
+            r.summary,
+            Summary {
+                passed: 1,
+                failed: 1,
+                skipped: 1,
+                untested: 1
+            }
+        );
         assert_eq!(r.problems.len(), 1, "unknown clause Z-9 is a problem");
         assert!(!r.is_pass());
         assert!(r.clauses[1].detail.contains("f detail"));
@@ -336,7 +391,13 @@ mod tests {
     #[test]
     fn json_has_the_documented_shape_and_junit_is_escaped() {
         let spec = [clause("A-1")];
-        let r = Report::build("mock", "in-process", &spec, vec![case("p<&>", &["A-1"], CaseOutcome::Failed)], Vec::new());
+        let r = Report::build(
+            "mock",
+            "in-process",
+            &spec,
+            vec![case("p<&>", &["A-1"], CaseOutcome::Failed)],
+            Vec::new(),
+        );
         let v: serde_json::Value = serde_json::from_str(&r.to_json()).expect("valid JSON");
         assert_eq!(v["backend"], "mock");
         assert_eq!(v["abi_version"], "1.0");
@@ -344,7 +405,9 @@ mod tests {
         assert_eq!(v["summary"]["untested"], 0);
         assert_eq!(v["clauses"][0]["id"], "A-1");
         assert_eq!(v["clauses"][0]["status"], "failed");
-        assert!(v["clauses"][0]["detail"].as_str().is_some_and(|d| d.contains("p<&>")));
+        assert!(v["clauses"][0]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("p<&>")));
         let x = r.to_junit();
         assert!(x.contains("p&lt;&amp;&gt;"));
         assert!(!x.contains("p<&>"));

@@ -41,7 +41,11 @@ pub fn parse_clauses(files: &[(&str, &str)]) -> Vec<Clause> {
     for (chapter, text) in files {
         for line in text.lines() {
             if let Some((id, text)) = parse_clause_line(line) {
-                out.push(Clause { id, text, chapter: (*chapter).to_string() });
+                out.push(Clause {
+                    id,
+                    text,
+                    chapter: (*chapter).to_string(),
+                });
             }
         }
     }
@@ -71,7 +75,13 @@ mod tests {
             parse_clause_line("- **BASE-1**: A host MUST answer."),
             Some(("BASE-1".into(), "A host MUST answer.".into()))
         );
-        for bad in ["- **base-1**: x", "- **BASE-**: x", "* **BASE-1**: x", "- **BASE-1** x", "text"] {
+        for bad in [
+            "- **base-1**: x",
+            "- **BASE-**: x",
+            "* **BASE-1**: x",
+            "- **BASE-1** x",
+            "text",
+        ] {
             assert_eq!(parse_clause_line(bad), None, "{bad}");
         }
         let c = parse_clauses(&[("a.md", "# A\n- **X-2**: two\n- **X-10**: ten\n")]);

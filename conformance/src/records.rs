@@ -1,0 +1,108 @@
+//! Turning the host's HARNESS records into case records.
+
+use pvabi::harness::Outcome;
+use pvabi_host::Report as HostRecord;
+
+use crate::backend::SuiteRun;
+use crate::report::{CaseOutcome, CaseRecord};
+
+/// Converts the records a `pvabi-host` Vm collected into a suite run.
+pub fn records_from_host(records: Vec<HostRecord>) -> SuiteRun {
+    let mut run = SuiteRun::default();
+    for r in records {
+        let outcome = match r.outcome {
+            Outcome::PASSED => CaseOutcome::Passed,
+            Outcome::FAILED => CaseOutcome::Failed,
+            Outcome::SKIPPED => CaseOutcome::Skipped,
+            Outcome::END => {
+                run.finished = true;
+                continue;
+            }
+            other => {
+                run.problems.push(format!(
+                    "record {} has an unknown outcome {other:?}",
+                    r.name
+                ));
+                continue;
+            }
+        };
+        if run.finished {
+            run.problems
+                .push(format!("record {} arrived after the END record", r.name));
+        }
+        run.cases.push(CaseRecord {
+            name: r.name,
+            clauses: r.clauses,
+            outcome,
+            detail: r.detail,
+        });
+    }
+    run
+}
+
+/// How a guest running a terminal case ended, as the host observed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// POWER.SHUTDOWN (or an equivalent end the backend maps onto it).
+    Shutdown {
+        /// The reason.
+        reason: pvabi::power::ShutdownReason,
+        /// The code.
+        code: u64,
+        /// The crash report read from the registered buffer: (code, message).
+        crash: Option<(u64, String)>,
+    },
+    /// The guest did not end in time.
+    Hung,
+    /// Anything else (described).
+    Other(String),
+}
+
+/// The verdict on a terminal case from how the guest ended.
+pub fn judge_terminal(
+    case: &pvabi_conformance_suite::TerminalCase,
+    observed: &Observed,
+) -> CaseRecord {
+    let exp = case.expect;
+    let verdict: Result<(), String> = match observed {
+        Observed::Shutdown {
+            reason,
+            code,
+            crash,
+        } => {
+            if *reason != exp.reason || *code != exp.code {
+                Err(format!(
+                    "expected shutdown reason {} code {}, observed reason {} code {}",
+                    exp.reason.0, exp.code, reason.0, code
+                ))
+            } else {
+                match (exp.crash, crash) {
+                    (None, _) => Ok(()),
+                    (Some((c, m)), Some((oc, om))) if c == *oc && m == om => Ok(()),
+                    (Some((c, m)), got) => Err(format!(
+                        "expected crash report ({c}, {m:?}), host read {got:?}"
+                    )),
+                }
+            }
+        }
+        Observed::Hung => Err("the guest did not end".into()),
+        Observed::Other(s) => Err(format!("the guest ended unexpectedly: {s}")),
+    };
+    CaseRecord {
+        name: case.name.to_string(),
+        clauses: case
+            .clauses
+            .split(',')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect(),
+        outcome: if verdict.is_ok() {
+            CaseOutcome::Passed
+        } else {
+            CaseOutcome::Failed
+        },
+        detail: verdict
+            .err()
+            .unwrap_or_else(|| "observed by the host".into()),
+    }
+}

@@ -1,0 +1,9 @@
+//! POWER cases (see the spec chapter with the clause prefix of this module's cases).
+
+use crate::{Case, TerminalCase};
+
+/// The chapter's cases.
+pub const CASES: &[Case] = &[];
+
+/// The chapter's terminal cases (each ends the guest; see [`crate::TerminalCase`]).
+pub const TERMINAL: &[TerminalCase] = &[];
