@@ -340,6 +340,39 @@ fn probe(gate: &RegisterGate, features: Features) -> [u16; PROBED_SERVICES] {
     out
 }
 
+/// Most memory-map entries read to find the end of RAM.
+const MAX_MAP_SCAN: u32 = 4096;
+
+/// The end of the highest RAM or LOADER range of the boot info's memory map (RAM may have
+/// holes, so `mem_size`, the total, can be below it); `mem_size` when the map is unreadable or
+/// names no such range.
+fn ram_end(phys: &PhysReader, bi: &BootInfo) -> u64 {
+    use pvabi::memory::{MemKind, MemMapEntry};
+    let mut end = 0u64;
+    for i in 0..bi.mem_map_entries.min(MAX_MAP_SCAN) {
+        let Some(gpa) = u64::from(i)
+            .checked_mul(MemMapEntry::SIZE as u64)
+            .and_then(|o| bi.mem_map_gpa.checked_add(o))
+        else {
+            break;
+        };
+        let Some(e) = phys.read::<MemMapEntry>(gpa) else {
+            break;
+        };
+        let kind = MemKind(e.kind);
+        if kind == MemKind::RAM || kind == MemKind::LOADER {
+            if let Some(top) = e.base.checked_add(e.length) {
+                end = end.max(top);
+            }
+        }
+    }
+    if end == 0 {
+        bi.mem_size
+    } else {
+        end
+    }
+}
+
 fn from_boot_info(
     opts: &DiscoverOptions<'_>,
     phys: &PhysReader,
@@ -354,7 +387,7 @@ fn from_boot_info(
             guest: pvabi::ABI_VERSION,
         });
     }
-    let phys = phys.bounded(bi.mem_size);
+    let phys = phys.bounded(ram_end(phys, &bi));
     let kind = GateKind(bi.gate_kind);
     let gate = gate_from(&phys, kind, bi.gate_param, opts.in_process)?;
     Ok((

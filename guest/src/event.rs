@@ -185,16 +185,18 @@ fn port_arg(port: Port) -> Result<u64, Status> {
 }
 
 impl Pvabi {
-    /// EVENT.REGISTER_PAGE (`EVT-1`): registers the guest's event page.
+    /// EVENT.REGISTER_PAGE (`EVT-1`): zeroes the guest's event page (as `EVT-1` requires of
+    /// the guest) and registers it.
     ///
     /// # Errors
     ///
-    /// `INVALID_ADDRESS` if the page does not translate; the host's status.
+    /// `INVALID_ADDRESS` if the page does not translate (not sent); the host's status.
     pub fn event_register_page(
         &self,
         page: &'static EventPageShared,
     ) -> Result<EventChannels, Status> {
         let gpa = self.gpa_ref(page)?;
+        page.clear();
         self.call1(call::EVENT_REGISTER_PAGE, gpa)?;
         Ok(EventChannels::from_page(page))
     }

@@ -97,6 +97,25 @@ impl EventPageShared {
     }
 }
 
+impl EventPageShared {
+    /// Zeroes every field (the state `EVT-1` requires before registration).
+    pub fn clear(&self) {
+        use core::sync::atomic::Ordering::Relaxed;
+        for w in self.pending.iter().chain(&self.mask).chain(&self._reserved) {
+            w.store(0, Relaxed);
+        }
+        for v in &self.vcpu {
+            v.selector.store(0, Relaxed);
+            v.upcall_pending.store(0, Relaxed);
+            v.upcall_mask.store(0, Relaxed);
+            for w in v._reserved.iter().chain(&v.frame) {
+                w.store(0, Relaxed);
+            }
+        }
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Release);
+    }
+}
+
 impl Default for EventPageShared {
     fn default() -> Self {
         Self::new()

@@ -11,8 +11,9 @@ use pvabi::Status;
 /// How guest pointers map to guest-physical addresses.
 ///
 /// * A simple bare-metal guest runs with identity page tables: [`Translate::Identity`], or
-///   [`Translate::IdentityBounded`] once the RAM size is known (discovery upgrades `Identity`
-///   to it when the boot info reports the RAM size).
+///   [`Translate::IdentityBounded`] once the end of RAM is known (discovery narrows
+///   `Identity` to the end of the highest RAM or LOADER range of the boot info's memory map).
+///   The bound is one interval: a hole in the map below it (device space) is not refused.
 /// * An in-process guest (the mock) sees guest RAM as an ordinary host mapping starting at
 ///   `host_base`: [`Translate::Offset`], GPA = pointer − `host_base`.
 ///

@@ -1,6 +1,6 @@
 //! Upcalls: how the host tells a vCPU that events are pending (spec `EVT-10`..`EVT-14`).
 //!
-//! 1. Declare an [`EventPageShared`](crate::shared::EventPageShared) `static`, register it
+//! 1. Declare an [`crate::shared::EventPageShared`] `static`, register it
 //!    ([`Pvabi::event_register_page`]), and [`install`] a [`PortHandler`]: the shim keeps the
 //!    gate, the page and the handler in a few atomics, the only global state it has, because
 //!    the entry code has nothing else to go on.

@@ -353,3 +353,47 @@ fn cpuid_failures() {
     );
     let _ = BootInfo::SIZE;
 }
+
+#[test]
+fn identity_reader_is_bounded_by_the_highest_ram_range() {
+    use pvabi::memory::{MemKind, MemMapEntry};
+    use pvabi_guest::{PhysReader, Translate};
+    let e = |base: u64, length: u64, kind: MemKind| MemMapEntry {
+        base,
+        length,
+        kind: kind.0,
+        _reserved: 0,
+    };
+    // RAM with a hole below 4 GiB: the total (mem_size) is below the end of the top range.
+    let map = Box::new([
+        e(0, 0x1_0000, MemKind::LOADER),
+        e(0x1_0000, 0x7fff_0000, MemKind::RAM),
+        e(0xfed0_0000, 0x1000, MemKind::MMIO),
+        e(0x1_0000_0000, 0x4000_0000, MemKind::RAM),
+        e(0x2_0000_0000, 0x1000, MemKind(99)),
+    ]);
+    let f = fake(Box::new(|_, _, _| None));
+    let mut bi = Box::new(boot_info(1));
+    bi.mem_map_gpa = map.as_ptr() as u64;
+    bi.mem_map_entries = map.len() as u32;
+    bi.mem_size = 0x8000_0000 + 0x4000_0000;
+    // SAFETY: with identity translation the shim reads only the boot info and the memory
+    // map, both live heap objects of this test, at their own addresses.
+    let phys = unsafe { PhysReader::new(Translate::Identity) };
+    let pv = Pvabi::discover_in_process(gate(f), &*bi as *const BootInfo as u64, &phys).unwrap();
+    assert_eq!(
+        pv.translate(),
+        Translate::IdentityBounded {
+            ram_len: 0x1_4000_0000
+        }
+    );
+    // Without a readable map the total is the bound.
+    bi.mem_map_entries = 0;
+    let pv = Pvabi::discover_in_process(gate(f), &*bi as *const BootInfo as u64, &phys).unwrap();
+    assert_eq!(
+        pv.translate(),
+        Translate::IdentityBounded {
+            ram_len: 0xc000_0000
+        }
+    );
+}

@@ -14,6 +14,7 @@ use common::*;
 use core::fmt::Write as _;
 use core::sync::atomic::Ordering;
 use pvabi::call;
+#[cfg(feature = "harness")]
 use pvabi::harness::{Outcome, ReportHeader};
 use pvabi::memory::MemMapEntry;
 use pvabi::power::{CrashHeader, ShutdownReason};
@@ -22,6 +23,7 @@ use pvabi::vcpu::VcpuState;
 use pvabi::{CallId, Status};
 use pvabi_guest::event::{EventChannels, Port};
 use pvabi_guest::grant::SharedPage;
+#[cfg(feature = "harness")]
 use pvabi_guest::harness::{encode_record, Record};
 use pvabi_guest::memory::Page;
 use pvabi_guest::multicall::Multicall;
@@ -646,6 +648,7 @@ fn vcpu_start_block_and_stop() {
     assert_eq!(pv.vcpu_stop(), Status::FAILED);
 }
 
+#[cfg(feature = "harness")]
 #[test]
 fn harness_record_encoding_and_calls() {
     let mut out = [0u8; 64];

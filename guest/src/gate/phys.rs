@@ -23,10 +23,12 @@ impl PhysReader {
     ///
     /// For as long as the reader (or a [`crate::Pvabi`] discovered with it) exists:
     /// * every guest-physical range that `translate.addr_of` accepts must be mapped and
-    ///   readable at the address it returns. For [`Translate::Identity`] that means the boot
-    ///   info the loader placed, and, once the boot info reports the RAM size (the reader then
-    ///   narrows itself to [`Translate::IdentityBounded`]), all of RAM below it; for
-    ///   [`Translate::Offset`] the whole mapping `[host_base, host_base + len)`;
+    ///   readable at the address it returns. For [`Translate::Identity`] that means the
+    ///   structures the loader placed (the boot info and the memory map it names), and, once
+    ///   discovery narrowed the reader to [`Translate::IdentityBounded`] (up to the end of the
+    ///   highest RAM or LOADER range of that map), everything below that end that the guest
+    ///   hands to the shim; for [`Translate::Offset`] the whole mapping
+    ///   `[host_base, host_base + len)`;
     /// * if discovery finds the MMIO gate, its trigger address as `translate.mmio_addr`
     ///   returns it must be mapped (uncached) to the host's gate page.
     ///
