@@ -42,11 +42,17 @@
 //! * VCPU.BLOCK parks the thread until an event, kick or deadline (virtual time).
 //! * POWER.SHUTDOWN and VCPU.STOP do not return: the calling thread parks for good (it is
 //!   detached; it holds only the mock's shared state). [`Mock::wait`] reports the end.
-//! * Upcalls are delivered at call boundaries, on the vCPU's thread, before the gate returns:
-//!   in CALLBACK mode the registered function is called as `f(frame_gpa, vcpu)` (it may call
-//!   VCPU.UPCALL_RETURN, which then returns SUCCESS, or simply return: the mock ends the
-//!   callback either way); in VECTOR mode the handler set with [`Mock::on_vector`] is called.
-//!   A vCPU that makes no call receives no upcall.
+//! * Upcalls are delivered at call boundaries (`EVT-11`), at most one per call, on the
+//!   vCPU's thread, before the gate returns: in CALLBACK mode the registered function is
+//!   called as `f(frame_gpa, vcpu)` with `upcall_mask` set (it may call VCPU.UPCALL_RETURN,
+//!   which then returns SUCCESS, or simply return: the mock ends the callback either way; the
+//!   saved frame is all zeros, as there are no interrupted registers in-process); in VECTOR
+//!   mode the handler set with [`Mock::on_vector`] is called as `f(vector, vcpu)`, never nested
+//!   (calls it makes deliver no further vector upcall), and is called again at later
+//!   boundaries while `upcall_pending` stays set (level-triggered: the handler clears it).
+//!   A vCPU that makes no call receives no upcall; a guest using pvabi-guest's in-process
+//!   gate typically leaves the mode NONE and dispatches pending ports itself.
+//! * After POWER.SHUTDOWN, any call by another vCPU never returns (`PWR-2`).
 //!
 //! ## Example: unit-testing paravirtual code
 //! ```
@@ -221,6 +227,11 @@ pub enum RunEnd {
     },
     /// Every vCPU stopped or returned from its entry without a shutdown.
     AllStopped,
+    /// Guest code (an entry, a callback or a vector handler) panicked on this vCPU.
+    GuestPanicked {
+        /// The vCPU whose code panicked.
+        vcpu: u32,
+    },
 }
 
 /// What the boot vCPU's function receives (the in-process form of the boot handoff).
@@ -324,6 +335,8 @@ fn park_forever() -> ! {
 thread_local! {
     /// Set by the hook's `before` when a fault rule answered the call; read by `after`.
     static INJECTED: Cell<bool> = const { Cell::new(false) };
+    /// Set while this thread runs a VECTOR-mode upcall handler.
+    static IN_VECTOR: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Most trace entries kept (oldest dropped first).
@@ -492,7 +505,13 @@ impl Inner {
                 } else {
                     return;
                 }
-                body();
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+                    if let Some(me) = weak.upgrade() {
+                        me.finish(RunEnd::GuestPanicked { vcpu });
+                        me.thread_done();
+                    }
+                    return;
+                }
                 // The entry returned: the vCPU stops (the last one ends the run).
                 if let Some(me) = weak.upgrade() {
                     let _ = me
@@ -506,6 +525,13 @@ impl Inner {
             return Err(Status::FAILED);
         }
         Ok(())
+    }
+
+    /// Guest code panicked inside the gate (a handler or callback): the panic must not unwind
+    /// through the `extern "C"` gate, so the run ends and the thread parks for good.
+    fn guest_panicked(&self, vcpu: u32) -> ! {
+        self.finish(RunEnd::GuestPanicked { vcpu });
+        park_forever()
     }
 
     fn thread_done(&self) {
@@ -585,31 +611,42 @@ impl Inner {
         }
     }
 
+    /// Delivers at most one upcall at this call boundary (`EVT-11`).
     fn deliver_upcalls(self: &Arc<Self>, vcpu: u32) {
-        // Bounded: each delivery masks further upcalls until the guest is done with it.
-        for _ in 0..64 {
-            match self.vm().take_upcall(vcpu) {
-                None => return,
-                Some(Upcall::Vector(v)) => {
-                    let h = lock(&self.vector).clone();
-                    if let Some(h) = h {
-                        h(v, vcpu);
+        // A vector handler runs "with interrupts off": no nested vector delivery (the
+        // interrupt gate clears IF on real hardware).
+        if IN_VECTOR.with(|c| c.get()) {
+            return;
+        }
+        match self.vm().take_upcall(vcpu) {
+            None => {}
+            Some(Upcall::Vector(v)) => {
+                let h = lock(&self.vector).clone();
+                if let Some(h) = h {
+                    IN_VECTOR.with(|c| c.set(true));
+                    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| h(v, vcpu)));
+                    IN_VECTOR.with(|c| c.set(false));
+                    if r.is_err() {
+                        self.guest_panicked(vcpu);
                     }
                 }
-                Some(Upcall::Callback { target }) => {
-                    let f = lock(&self.funcs).get(&target).cloned();
-                    let frame = pvabi::event::UpcallFrame::default();
-                    match (f, self.vm().enter_callback(vcpu, &frame)) {
-                        (Some(f), Ok(entry)) => {
-                            f(entry.rdi, entry.rsi);
-                            let _ = self.vm().leave_callback(vcpu);
+            }
+            Some(Upcall::Callback { target }) => {
+                let f = lock(&self.funcs).get(&target).cloned();
+                // In-process there is no interrupted register state to save; the frame is
+                // zero (canonical) and the callback returns normally.
+                let frame = pvabi::event::UpcallFrame::default();
+                if let Ok(entry) = self.vm().enter_callback(vcpu, &frame) {
+                    if let Some(f) = f {
+                        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            f(entry.rdi, entry.rsi)
+                        }));
+                        if r.is_err() {
+                            self.guest_panicked(vcpu);
                         }
-                        (None, Ok(_)) => {
-                            let _ = self.vm().leave_callback(vcpu);
-                            return;
-                        }
-                        (_, Err(_)) => return,
                     }
+                    // Ends the callback unless the guest already did with VCPU.UPCALL_RETURN.
+                    let _ = self.vm().leave_callback(vcpu);
                 }
             }
         }
@@ -625,6 +662,12 @@ fn gate_call(ctx: usize, regs: Regs) -> Ret {
     };
     if id != ctx {
         return Ret::err(Status::FAILED);
+    }
+    // After POWER.SHUTDOWN no vCPU runs another guest instruction (PWR-2): a call made
+    // afterwards never returns.
+    if matches!(*lock(&inner.end), Some(RunEnd::Shutdown { .. })) {
+        drop(inner);
+        park_forever();
     }
     let step = inner.call(vcpu, &regs);
     drop(inner);
