@@ -27,6 +27,9 @@ use crate::mem::GuestRam;
 use crate::platform::{CallHook, EventAction, Platform, Quirks};
 use crate::store::{Actor, Store};
 
+/// Most HARNESS result records kept until [`Vm::take_reports`] (SEC-11); more get NO_SPACE.
+pub const MAX_REPORTS: usize = 100_000;
+
 /// A console output sink: called with each chunk the guest writes, in order, outside the
 /// `Vm`'s locks.
 pub type ConsoleSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
@@ -756,11 +759,9 @@ impl Vm {
                 if len > pvabi::console::MAX_TRANSFER {
                     return Err(Status::INVALID_PARAM.into());
                 }
-                let n = (len as usize).min(st.console_in.len());
-                if n == 0 {
-                    return val(0);
-                }
+                // The whole buffer is checked even when nothing is queued (CONS-5).
                 self.ram.check_range(buf_gpa, len)?;
+                let n = (len as usize).min(st.console_in.len());
                 let data: Vec<u8> = st.console_in.iter().take(n).copied().collect();
                 self.ram.write_bytes(buf_gpa, &data)?;
                 st.console_in.drain(..n);
@@ -1211,6 +1212,9 @@ impl Vm {
             // HARNESS
             Call::HarnessReport { record_gpa, len } => {
                 let rep = self.read_report(record_gpa, len, v)?;
+                if st.reports.len() >= MAX_REPORTS {
+                    return Err(Status::NO_SPACE.into());
+                }
                 st.reports.push(rep);
                 val(0)
             }
@@ -1260,11 +1264,8 @@ impl Vm {
                 if len > pvabi::console::MAX_TRANSFER {
                     return Err(Status::INVALID_PARAM.into());
                 }
-                let n = (len as usize).min(st.console_history.len());
-                if n == 0 {
-                    return val(0);
-                }
                 self.ram.check_range(buf_gpa, len)?;
+                let n = (len as usize).min(st.console_history.len());
                 let skip = st.console_history.len() - n;
                 let data: Vec<u8> = st.console_history.iter().skip(skip).copied().collect();
                 self.ram.write_bytes(buf_gpa, &data)?;

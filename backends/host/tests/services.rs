@@ -1154,3 +1154,202 @@ fn harness_reports_and_host_services() {
     assert_ne!(f.u64_at(EV) & (1 << port), 0);
     assert_eq!(f.err(0, HARNESS_INJECT_EVENT, &[0]), Status::INVALID_PARAM);
 }
+
+// ------------------------------------------------------------------ more edge behaviour
+
+#[test]
+fn configuration_errors() {
+    use pvabi::memory::{MemKind, MemMapEntry};
+    use pvabi_host::{ConfigError, GuestRam, Vm};
+    let ram = GuestRam::from_ranges(&[(0, 1 << 20)]).expect("ram");
+    let p = std::sync::Arc::new(TestPlatform::default());
+    let mk = |cfg: VmConfig| Vm::new(cfg, ram.clone(), p.clone()).map(|_| ());
+    assert_eq!(mk(VmConfig::new(0)), Err(ConfigError::VcpuCount(0)));
+    assert_eq!(mk(VmConfig::new(17)), Err(ConfigError::VcpuCount(17)));
+    let mut c = VmConfig::new(2);
+    c.boot_vcpu = 2;
+    assert_eq!(mk(c), Err(ConfigError::BootVcpu(2)));
+    let e = |base: u64, length: u64, kind: MemKind| MemMapEntry {
+        base,
+        length,
+        kind: kind.0,
+        _reserved: 0,
+    };
+    for map in [
+        vec![e(0, 0x2000, MemKind::RAM), e(0x1000, 0x1000, MemKind::RAM)],
+        vec![
+            e(0, 0x1000, MemKind::RAM),
+            e(0x2000_0000, 0x1000, MemKind::RAM),
+        ],
+        vec![e(0, 0x1800, MemKind::RAM)],
+        vec![e(0, 0, MemKind::RAM)],
+        vec![e(!0xfffu64, 0x2000, MemKind::MMIO)],
+    ] {
+        let mut c = VmConfig::new(1);
+        c.memory_map = map.clone();
+        assert!(
+            matches!(mk(c), Err(ConfigError::MemoryMap { .. })),
+            "{map:?}"
+        );
+    }
+    let mut c = VmConfig::new(1);
+    c.memory_map = vec![
+        e(0, 0x1000, MemKind::LOADER),
+        e(0x1000, 0xF_F000, MemKind::RAM),
+        e(0xFEDF_F000, 0x1000, MemKind::MMIO),
+    ];
+    assert_eq!(mk(c), Ok(()));
+}
+
+#[test]
+fn boot_handoff_layout_and_hostile_location() {
+    let f = fixture(2);
+    assert!(f.vm.write_boot_handoff(0x1004, b"").is_err());
+    assert!(f.vm.write_boot_handoff(RAM1_END - 64, b"").is_err());
+    assert!(f.vm.write_boot_handoff(!7u64, b"x").is_err());
+    assert_eq!(f.vm.write_boot_handoff(0x1000, b"console=pv"), Ok(0x1000));
+    let bi: pvabi::BootInfo = f.ram.read_obj(0x1000).expect("bi");
+    assert_eq!(bi.magic, pvabi::BootInfo::MAGIC);
+    assert_eq!(bi.vcpu_count, 2);
+    assert_eq!(bi.mem_map_entries, 2);
+    assert_eq!(bi.mem_size, RAM1_END + (RAM2_END - RAM2));
+    assert_eq!(bi.features, f.ok(0, BASE_GET_FEATURES, &[]));
+    assert_eq!(
+        f.get(bi.cmdline_gpa, bi.cmdline_len as usize),
+        b"console=pv"
+    );
+    let e: pvabi::memory::MemMapEntry = f.ram.read_obj(bi.mem_map_gpa + 24).expect("entry");
+    assert_eq!((e.base, e.length), (RAM2, RAM2_END - RAM2));
+}
+
+#[test]
+fn console_read_checks_the_buffer_even_when_empty() {
+    let f = fixture(1);
+    for (gpa, len) in hostile_ranges(8) {
+        let s = f.err(0, CONSOLE_READ, &[gpa, len]);
+        assert!(s == Status::INVALID_ADDRESS || (len > 4096 && s == Status::INVALID_PARAM));
+        let s = f.err(0, HARNESS_CONSOLE_READBACK, &[gpa, len]);
+        assert!(s == Status::INVALID_ADDRESS || (len > 4096 && s == Status::INVALID_PARAM));
+    }
+    assert_eq!(f.ok(0, CONSOLE_READ, &[u64::MAX, 0]), 0);
+}
+
+#[test]
+fn store_result_buffers_are_checked_whole() {
+    let f = fixture(1);
+    f.vm.store_write("k", b"v", pvabi::store::GuestAccess::READ)
+        .expect("host");
+    f.put(BUF, b"k");
+    // Big enough for the value but running off the end of RAM (STORE-4).
+    assert_eq!(
+        f.err(0, STORE_READ, &[BUF, 1, RAM1_END - 1, 16, 0]),
+        Status::INVALID_ADDRESS
+    );
+    assert_eq!(
+        f.err(0, STORE_LIST, &[0, 0, RAM2_END - 1, 16, 0]),
+        Status::INVALID_ADDRESS
+    );
+    assert_eq!(f.ok(0, STORE_READ, &[BUF, 1, RAM1_END - 1, 1, 0]), 1);
+    // Host value size limit applies to host writes too (STORE-19).
+    assert!(f
+        .vm
+        .store_write("big", &[0; 4097], pvabi::store::GuestAccess::READ)
+        .is_err());
+}
+
+#[test]
+fn balloon_refuses_shared_areas() {
+    let f = fixture(1);
+    let ev = RAM2 + 0x3000;
+    f.ok(0, EVENT_REGISTER_PAGE, &[ev]);
+    assert_eq!(
+        f.err(0, MEMORY_BALLOON_RELEASE, &[RAM2, 8]),
+        Status::BAD_STATE
+    );
+    assert_eq!(f.ok(0, MEMORY_BALLOON_QUERY, &[]), 0, "nothing changed");
+    f.ok(0, CLOCK_REGISTER_PAGE, &[RAM2 + 0x5020]);
+    assert_eq!(
+        f.err(0, MEMORY_BALLOON_RELEASE, &[RAM2 + 0x5000, 1]),
+        Status::BAD_STATE
+    );
+    f.ok(0, MEMORY_BALLOON_RELEASE, &[RAM2, 3]);
+    f.ok(0, MEMORY_BALLOON_RELEASE, &[RAM2 + 0x4000, 1]);
+}
+
+#[test]
+fn masked_sends_do_not_wake_and_stopped_vcpus_get_no_upcall() {
+    let f = fixture(2);
+    let p = f.events(EV, 0);
+    f.ok(0, EVENT_BIND_VCPU, &[p, 1]);
+    f.ok(0, VCPU_START, &[1, 0x1000, 0x2000, 0]);
+    f.vm.vcpu_started(1);
+    f.ok(1, EVENT_SET_UPCALL, &[1, 0x40]);
+    f.ok(0, EVENT_MASK, &[p]);
+    assert_eq!(
+        f.outcome(1, VCPU_BLOCK, &[0]),
+        Outcome::Block { deadline_ns: 0 }
+    );
+    f.ok(0, EVENT_SEND, &[p]);
+    assert_eq!(f.vm.finish_block(1), None, "masked: still blocked");
+    f.ok(0, EVENT_UNMASK, &[p]);
+    assert_eq!(f.vm.finish_block(1), Some(pvabi::Ret::ok(0)));
+    assert_eq!(f.vm.take_upcall(1), Some(Upcall::Vector(0x40)));
+    // Stopped: bits are set, nothing is delivered; VCPU-8 resets the mode at the next start.
+    assert_eq!(f.outcome(1, VCPU_STOP, &[]), Outcome::Stop);
+    f.ram
+        .store_u32(info(1) + 8, 0, std::sync::atomic::Ordering::SeqCst)
+        .expect("clear");
+    f.ram.fetch_and_u64(EV, 0).expect("clear");
+    f.ok(0, EVENT_SEND, &[p]);
+    assert_eq!(f.u32_at(info(1) + 8), 1, "EVT-20 sets upcall_pending");
+    assert_eq!(f.vm.take_upcall(1), None);
+    f.ok(0, VCPU_START, &[1, 0x1000, 0x2000, 0]);
+    f.vm.vcpu_started(1);
+    assert_eq!(f.vm.take_upcall(1), None, "mode NONE after a restart");
+    assert_eq!(
+        f.vm.port_binding(p as u32),
+        Some(1),
+        "binding survives a stop"
+    );
+}
+
+#[test]
+fn closed_ports_cancel_timers_and_silence_watches() {
+    let f = fixture(1);
+    let p = f.events(EV, 0);
+    f.ok(0, CLOCK_SET_TIMER, &[50_000, p]);
+    f.put(BUF, b"w");
+    let w = f.ok(0, STORE_WATCH, &[BUF, 1, p]);
+    f.ok(0, EVENT_CLOSE, &[p]);
+    assert_eq!(f.vm.next_deadline(), None, "EVT-5 cancels the timer");
+    f.vm.store_write("w", b"", pvabi::store::GuestAccess::READ_WRITE)
+        .expect("host");
+    assert_eq!(f.u64_at(EV), 0, "STORE-22: raises nothing");
+    assert_eq!(
+        f.ok(0, STORE_WATCH_NEXT, &[BUF + 0x100, 64]),
+        17,
+        "still queued"
+    );
+    f.ok(0, STORE_UNWATCH, &[w]);
+}
+
+#[test]
+fn quirks_break_what_they_say() {
+    use pvabi_host::Quirks;
+    let mut cfg = VmConfig::new(1);
+    cfg.quirks = Quirks::EVENT_NO_UPCALL | Quirks::STORE_NO_CONFLICT;
+    let f = fixture_with(cfg);
+    let p = f.events(EV, 0);
+    f.ok(0, EVENT_SET_UPCALL, &[1, 0x40]);
+    f.ok(0, EVENT_SEND, &[p]);
+    assert_eq!(f.u64_at(EV), 1 << p);
+    assert_eq!(f.u32_at(info(0) + 8), 0, "no upcall_pending");
+    assert_eq!(f.vm.take_upcall(0), None);
+    f.put(BUF, b"a");
+    f.ok(0, STORE_WRITE, &[BUF, 1, BUF, 1, 0]);
+    let t = f.ok(0, STORE_TXN_START, &[]);
+    f.ok(0, STORE_READ, &[BUF, 1, BUF + 0x100, 8, t]);
+    f.vm.store_write("a", b"h", pvabi::store::GuestAccess::READ_WRITE)
+        .expect("host");
+    f.ok(0, STORE_TXN_COMMIT, &[t]);
+}
