@@ -41,6 +41,30 @@ pub trait Platform: Sync {
     fn upcall_vector(&self) -> Option<u8>;
     /// Whether callback-mode upcalls can be taken here.
     fn callback_upcalls(&self) -> bool;
+    /// Per-vCPU set-up a secondary vCPU needs before it runs case code (bare metal, ring 0:
+    /// load the IDT so vector upcalls can be taken). Called by [`vcpu_prologue`].
+    fn vcpu_prologue_fn(&self) -> Option<fn()> {
+        None
+    }
+}
+
+static PROLOGUE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Every guest function started with VCPU.START MUST call this first: it runs the
+/// environment's per-vCPU set-up (see [`Platform::vcpu_prologue_fn`]).
+pub fn vcpu_prologue() {
+    let p = PROLOGUE.load(core::sync::atomic::Ordering::Acquire);
+    if p != 0 {
+        // SAFETY: `PROLOGUE` only ever holds 0 or a value stored by `set_prologue` from a
+        // `fn()` pointer, so a nonzero value is a valid `fn()`.
+        let f = unsafe { core::mem::transmute::<usize, fn()>(p) };
+        f();
+    }
+}
+
+fn set_prologue(platform: &dyn Platform) {
+    let v = platform.vcpu_prologue_fn().map_or(0, |f| f as usize);
+    PROLOGUE.store(v, core::sync::atomic::Ordering::Release);
 }
 
 /// One conformance case.
@@ -338,6 +362,7 @@ pub fn run_terminal(pv: Pvabi, platform: &dyn Platform, arena: &GuestArena, name
     else {
         return;
     };
+    set_prologue(platform);
     let mut shared = Shared::default();
     let mut ctx = Ctx::new(pv, platform, &mut shared, arena);
     // The record is sent by `Ctx::report_before_end`, which the case calls right before it
@@ -379,6 +404,7 @@ pub fn run_suite(
     else {
         return sum;
     };
+    set_prologue(platform);
     let mut shared = Shared::default();
     for case in all_cases().filter(|c| filter.is_none_or(|f| c.name.starts_with(f))) {
         let mut ctx = Ctx::new(pv, platform, &mut shared, arena);
