@@ -574,7 +574,13 @@ impl Vm {
             let mut st = self.lock();
             let call = Call::decode(regs);
             let start = matches!(call, Ok(Call::VcpuStart { .. }));
-            (self.run(&mut st, &mut fx, vcpu, call), start)
+            let out = self.run(&mut st, &mut fx, vcpu, call);
+            // Re-evaluate delivery before the call returns (EVT-11): a backend that looks
+            // for upcalls when notified sees this one too.
+            if matches!(out, Outcome::Return(_)) && self.upcall_ready(&st, vcpu).is_some() {
+                fx.notify |= 1 << vcpu;
+            }
+            (out, start)
         };
         let failed_start = self.flush(fx);
         let out = match (start, failed_start, out) {
@@ -1793,9 +1799,14 @@ impl Vm {
     /// [`Platform::notify`]. It is level-triggered: for VECTOR mode the backend must not
     /// inject the vector again while an earlier injection is undelivered (`EVT-13`).
     pub fn take_upcall(&self, vcpu: u32) -> Option<Upcall> {
-        let mut st = self.lock();
+        let st = self.lock();
+        self.upcall_ready(&st, vcpu)
+    }
+
+    /// The level condition of `EVT-11` for one vCPU.
+    fn upcall_ready(&self, st: &State, vcpu: u32) -> Option<Upcall> {
         let page = st.event_page?;
-        let vc = st.vcpus.get_mut(vcpu as usize)?;
+        let vc = st.vcpus.get(vcpu as usize)?;
         if vc.upcall_mode == UpcallMode::NONE
             || vc.in_callback
             || vc.state != VcpuState::RUNNING

@@ -1353,3 +1353,23 @@ fn quirks_break_what_they_say() {
         .expect("host");
     f.ok(0, STORE_TXN_COMMIT, &[t]);
 }
+
+#[test]
+fn every_returning_call_re_evaluates_delivery() {
+    let f = fixture(1);
+    let p = f.events(EV, 0);
+    f.ok(0, EVENT_SET_UPCALL, &[1, 0x40]);
+    f.ok(0, EVENT_SEND, &[p]);
+    f.take_notified();
+    f.ok(0, BASE_GET_VCPU_ID, &[]);
+    assert_eq!(
+        f.take_notified(),
+        vec![0],
+        "upcall still deliverable: notified (EVT-11)"
+    );
+    f.ram
+        .store_u32(info(0) + 8, 0, std::sync::atomic::Ordering::SeqCst)
+        .expect("ack");
+    f.ok(0, BASE_GET_VCPU_ID, &[]);
+    assert!(f.take_notified().is_empty());
+}
