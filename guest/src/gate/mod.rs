@@ -361,8 +361,10 @@ impl RegisterGate {
         }
     }
 
-    /// Writes the ring doorbell: `out dx, eax` of any value to `port` (`RING-4`). Does nothing
-    /// for the in-process gate (see [`RegisterGate::can_ring_doorbell`]).
+    /// Writes the ring doorbell (`RING-4`: an `out` of any width and value to `port`). The
+    /// shim uses a 1-byte `out dx, al`: a wider access would also need permission for the
+    /// ports above the doorbell, which a ring-3 guest's I/O bitmap need not grant. Does
+    /// nothing for the in-process gate (see [`RegisterGate::can_ring_doorbell`]).
     pub(crate) fn doorbell(&self, port: u16) {
         if !self.can_ring_doorbell() {
             return;
@@ -372,8 +374,8 @@ impl RegisterGate {
         // no memory operand, uses no stack, and changes no register (flags assumed clobbered).
         unsafe {
             asm!(
-                "out dx, eax",
-                in("eax") 0u32,
+                "out dx, al",
+                in("al") 0u8,
                 in("dx") port,
                 options(nostack, nomem),
             );
