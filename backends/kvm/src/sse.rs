@@ -81,6 +81,16 @@ pub(crate) enum Opc {
     Pinsrw,
     Pextrw,
     Pmovmskb,
+    Pmuludq,
+    Pmullw,
+    Packsswb,
+    Packssdw,
+    Shufps,
+    /// movss/movsd into the XMM register (bits 32 or 64): register sources merge into the
+    /// low lane, memory sources zero the rest.
+    MovsLoad(u32),
+    /// movss/movsd from the XMM register into r/m (bits 32 or 64).
+    MovsStore(u32),
 }
 
 /// One decoded instruction.
@@ -237,13 +247,22 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Insn> {
         (true, false, false, 0xF2) => ShiftXmm(32, true),
         (true, false, false, 0xF3) => ShiftXmm(64, true),
         (true, false, false, 0xC4) => Pinsrw,
+        (true, false, false, 0xF4) => Pmuludq,
+        (true, false, false, 0xD5) => Pmullw,
+        (true, false, false, 0x63) => Packsswb,
+        (true, false, false, 0x6B) => Packssdw,
+        (false, false, false, 0xC6) => Shufps,
+        (false, false, true, 0x10) => MovsLoad(32),
+        (false, true, false, 0x10) => MovsLoad(64),
+        (false, false, true, 0x11) => MovsStore(32),
+        (false, true, false, 0x11) => MovsStore(64),
         (true, false, false, 0xC5) if md == 3 => Pextrw,
         (true, false, false, 0xD7) if md == 3 => Pmovmskb,
         _ => return None,
     };
     let has_imm = matches!(
         op,
-        Pshufd | Pshuflw | Pshufhw | ShiftImm(..) | ByteShift(_) | Pinsrw | Pextrw
+        Pshufd | Pshuflw | Pshufhw | ShiftImm(..) | ByteShift(_) | Pinsrw | Pextrw | Shufps
     );
     let imm = if has_imm {
         let b = *bytes.get(i)?;
@@ -398,7 +417,8 @@ pub(crate) fn execute(
         Xor | And | AndNot | Or | PaddB | PaddW | PaddD | PaddQ | PsubB | PsubW | PsubD | PsubQ
         | PcmpeqB | PcmpeqW | PcmpeqD | PcmpgtB | PcmpgtW | PcmpgtD | PunpckLBW | PunpckLWD
         | PunpckLDQ | PunpckLQDQ | PunpckHBW | PunpckHWD | PunpckHDQ | PunpckHQDQ | Load128
-        | Pshufd | Pshuflw | Pshufhw | ShiftXmm(..) => {
+        | Pshufd | Pshuflw | Pshufhw | ShiftXmm(..) | Pmuludq | Pmullw | Packsswb | Packssdw
+        | Shufps => {
             let Some(s) = src(regs, fpu, 16) else {
                 return false;
             };
@@ -447,6 +467,34 @@ pub(crate) fn execute(
                             l[k]
                         }
                     }))
+                }
+                Pmuludq => {
+                    let (x, y) = (lanes::<4>(d), lanes::<4>(s));
+                    join::<2>([x[0] * y[0], x[2] * y[2]])
+                }
+                Pmullw => lanewise::<8>(d, s, |a, b| a.wrapping_mul(b)),
+                Packsswb | Packssdw => {
+                    let sat = |x: u128, from: u32, to: u32| -> u128 {
+                        let v = sign(x, from);
+                        let max = (1i128 << (to - 1)) - 1;
+                        (v.clamp(-max - 1, max) as u128) & ((1u128 << to) - 1)
+                    };
+                    if insn.op == Packsswb {
+                        let (x, y) = (lanes::<8>(d), lanes::<8>(s));
+                        join::<16>(core::array::from_fn(|k| {
+                            sat(if k < 8 { x[k] } else { y[k - 8] }, 16, 8)
+                        }))
+                    } else {
+                        let (x, y) = (lanes::<4>(d), lanes::<4>(s));
+                        join::<8>(core::array::from_fn(|k| {
+                            sat(if k < 4 { x[k] } else { y[k - 4] }, 32, 16)
+                        }))
+                    }
+                }
+                Shufps => {
+                    let (x, y) = (lanes::<4>(d), lanes::<4>(s));
+                    let sel = |k: usize| usize::from((insn.imm >> (2 * k)) & 3);
+                    join::<4>([x[sel(0)], x[sel(1)], y[sel(2)], y[sel(3)]])
                 }
                 ShiftXmm(bits, left) => {
                     let c = s as u64;
@@ -556,6 +604,32 @@ pub(crate) fn execute(
                     };
                     let b = v.to_le_bytes();
                     match b.get(..size) {
+                        Some(s) => mem.write(a, s),
+                        None => false,
+                    }
+                }
+            };
+        }
+        MovsLoad(bits) => {
+            let low = (1u128 << bits) - 1;
+            match insn.rm {
+                Rm::Reg(r) => xmm(fpu, r).map(|v| (d & !low) | (v & low)),
+                _ => src(regs, fpu, (bits / 8) as usize).map(|v| v & low),
+            }
+        }
+        MovsStore(bits) => {
+            let low = (1u128 << bits) - 1;
+            return match insn.rm {
+                Rm::Reg(r) => match xmm(fpu, r) {
+                    Some(v) => write_xmm(fpu, r, (v & !low) | (d & low)),
+                    None => false,
+                },
+                m => {
+                    let Some(a) = addr(regs, m) else {
+                        return false;
+                    };
+                    let b = d.to_le_bytes();
+                    match b.get(..(bits / 8) as usize) {
                         Some(s) => mem.write(a, s),
                         None => false,
                     }
@@ -715,6 +789,38 @@ mod tests {
             &mut mem,
         );
         assert_eq!(regs.rax, u64::from_le_bytes([1, 0, 2, 0, 3, 0, 4, 0]));
+    }
+
+    #[test]
+    fn multiplies_packs_and_shuffles() {
+        let mut regs = kvm_regs::default();
+        let mut fpu = kvm_fpu::default();
+        let mut mem = Flat(vec![0; 16]);
+        fpu.xmm[0] = join::<4>([3, 0xFFFF_FFFF, 5, 7]).to_le_bytes();
+        fpu.xmm[1] = join::<4>([4, 9, 0xFFFF_FFFF, 9]).to_le_bytes();
+        // pmuludq %xmm1, %xmm0
+        run(&[0x66, 0x0F, 0xF4, 0xC1], &mut regs, &mut fpu, &mut mem);
+        assert_eq!(
+            lanes::<2>(u128::from_le_bytes(fpu.xmm[0])),
+            [12, 5 * 0xFFFF_FFFF]
+        );
+        // packsswb saturates words to bytes
+        fpu.xmm[2] = join::<8>([1, 300, 0xFFFF, 0x8000, 0, 0, 0, 0]).to_le_bytes();
+        fpu.xmm[3] = [0; 16];
+        run(&[0x66, 0x0F, 0x63, 0xD3], &mut regs, &mut fpu, &mut mem);
+        assert_eq!(&fpu.xmm[2][..4], &[1, 127, 0xFF, 0x80]);
+        // shufps $0x1B, %xmm1, %xmm1 reverses the dwords
+        fpu.xmm[1] = join::<4>([1, 2, 3, 4]).to_le_bytes();
+        run(&[0x0F, 0xC6, 0xC9, 0x1B], &mut regs, &mut fpu, &mut mem);
+        assert_eq!(lanes::<4>(u128::from_le_bytes(fpu.xmm[1])), [4, 3, 2, 1]);
+        // movss %xmm1, %xmm2 merges the low dword
+        fpu.xmm[2] = [0xEE; 16];
+        run(&[0xF3, 0x0F, 0x10, 0xD1], &mut regs, &mut fpu, &mut mem);
+        assert_eq!(&fpu.xmm[2][..5], &[4, 0, 0, 0, 0xEE]);
+        // movsd %xmm2, (%rax) stores 8 bytes
+        regs.rax = 8;
+        run(&[0xF2, 0x0F, 0x11, 0x10], &mut regs, &mut fpu, &mut mem);
+        assert_eq!(&mem.0[8..16], &fpu.xmm[2][..8]);
     }
 
     #[test]
