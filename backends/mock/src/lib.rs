@@ -217,6 +217,7 @@ pub struct TraceEntry {
 
 /// How a run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RunEnd {
     /// POWER.SHUTDOWN.
     Shutdown {
