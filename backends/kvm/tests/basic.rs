@@ -223,3 +223,70 @@ fn gate_calls_work_with_and_without_sync_regs() {
         assert_eq!(ok_code(&r), u64::from(pvabi::ABI_VERSION.to_u32()));
     }
 }
+
+#[test]
+fn crash_shutdown_returns_the_crash_report() {
+    if !kvm_or_skip("crash_shutdown_returns_the_crash_report") {
+        return;
+    }
+    let elf = guest("basic");
+    for mode in MODES {
+        let cfg = pvabi_kvm::RunConfig {
+            mem_mib: 16,
+            cmdline: "crash".into(),
+            mode,
+            console: pvabi_kvm::ConsoleSink::Capture(Default::default()),
+            ..Default::default()
+        };
+        let out = pvabi_kvm::run(&elf, &cfg).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert_eq!((out.status.reason, out.status.code), (2, 77), "{mode:?}");
+        let crash = out
+            .crash
+            .unwrap_or_else(|| panic!("{mode:?}: no crash report"));
+        assert_eq!((crash.code, crash.message.as_str()), (5, "guest gave up"));
+    }
+}
+
+#[test]
+fn watchdog_ends_a_guest_blocked_forever() {
+    if !kvm_or_skip("watchdog_ends_a_guest_blocked_forever") {
+        return;
+    }
+    let elf = guest("basic");
+    for mode in MODES {
+        let cfg = pvabi_kvm::RunConfig {
+            mem_mib: 16,
+            cmdline: "sleep".into(),
+            mode,
+            console: pvabi_kvm::ConsoleSink::Capture(Default::default()),
+            watchdog: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        };
+        match pvabi_kvm::run_elf(&elf, cfg) {
+            Err(e @ Error::Watchdog { .. }) => {
+                assert!(e.to_string().contains("vCPU 0"), "{mode:?}: {e}");
+            }
+            other => panic!("{mode:?}: expected the watchdog, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn console_can_go_to_a_file() {
+    if !kvm_or_skip("console_can_go_to_a_file") {
+        return;
+    }
+    let elf = guest("basic");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("kvm-console-test.txt");
+    let cfg = pvabi_kvm::RunConfig {
+        mem_mib: 16,
+        cmdline: "console".into(),
+        mode: Mode::PvRing3,
+        console: pvabi_kvm::ConsoleSink::File(path.clone()),
+        ..Default::default()
+    };
+    let st = pvabi_kvm::run_elf(&elf, cfg).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(st.code, 0);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(text, "hello from the guest\n");
+}

@@ -57,6 +57,10 @@ fn parse_u64(s: &[u8]) -> u64 {
 
 static AP_DONE: AtomicU64 = AtomicU64::new(0);
 
+#[repr(C, align(8))]
+struct CrashBuf([u8; 256]);
+static mut CRASH_BUF: CrashBuf = CrashBuf([0; 256]);
+
 // ---- events -------------------------------------------------------------------------------
 
 /// The event page (4 KiB, page aligned), seen as atomics: the host changes it at any time.
@@ -321,6 +325,31 @@ pub extern "C" fn _start(boot_info: u64) -> ! {
             poweroff(1)
         }
         b"events" => events(bi.exec_mode == 0),
+        b"crash" => {
+            // A crash report in a registered buffer, then POWER.SHUTDOWN(CRASH, 77).
+            let buf = core::ptr::addr_of_mut!(CRASH_BUF);
+            let msg = b"guest gave up";
+            // SAFETY: the only access to CRASH_BUF, on the only running vCPU; in bounds
+            // (32-byte header + 13 bytes of message < 256).
+            unsafe {
+                let b = &mut (*buf).0;
+                b[0..4].copy_from_slice(&pvabi::power::CrashHeader::MAGIC.to_le_bytes());
+                b[4..8].copy_from_slice(&(msg.len() as u32).to_le_bytes());
+                b[8..16].copy_from_slice(&5u64.to_le_bytes());
+                b[32..32 + msg.len()].copy_from_slice(msg);
+            }
+            let (s, _) = gate(call::POWER_REGISTER_CRASH_BUFFER, buf as u64, 256, 0, 0);
+            if s != 0 {
+                poweroff(0x100 | (s & 0xff));
+            }
+            gate(call::POWER_SHUTDOWN, 2, 77, 0, 0);
+            poweroff(1)
+        }
+        b"sleep" => {
+            // VCPU.BLOCK without a deadline and nothing that could wake it.
+            gate(call::VCPU_BLOCK, 0, 0, 0, 0);
+            poweroff(1)
+        }
         b"hang" => loop {
             core::hint::spin_loop();
         },
