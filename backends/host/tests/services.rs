@@ -1373,3 +1373,57 @@ fn every_returning_call_re_evaluates_delivery() {
     f.ok(0, BASE_GET_VCPU_ID, &[]);
     assert!(f.take_notified().is_empty());
 }
+
+#[test]
+fn every_path_and_buffer_argument_rejects_hostile_ranges() {
+    let f = fixture(1);
+    f.events(EV, 0);
+    f.put(BUF, b"good/path");
+    let (pg, pl) = (BUF, 9u64);
+    let out = BUF + 0x100;
+    // (call, args with the hostile (gpa, len) spliced in at index i)
+    let cases: Vec<(pvabi::CallId, [u64; 5], usize)> = vec![
+        (STORE_READ, [0, 0, out, 64, 0], 0),
+        (STORE_WRITE, [0, 0, out, 1, 0], 0),
+        (STORE_LIST, [0, 0, out, 64, 0], 0),
+        (STORE_REMOVE, [0, 0, 0, 0, 0], 0),
+        (STORE_WATCH, [0, 0, 1, 0, 0], 0),
+        (STORE_LIST, [pg, pl, 0, 0, 0], 2),
+        (HARNESS_STORE_HOST_WRITE, [0, 0, out, 1, 3], 0),
+        (HARNESS_STORE_HOST_WRITE, [pg, pl, 0, 0, 3], 2),
+        (HARNESS_STORE_HOST_READ, [0, 0, out, 64, 0], 0),
+        (HARNESS_STORE_HOST_READ, [pg, pl, 0, 0, 0], 2),
+    ];
+    f.vm.store_write("good/path", b"v", pvabi::store::GuestAccess::READ_WRITE)
+        .expect("w");
+    for (id, args, i) in cases {
+        for (gpa, len) in hostile_ranges(9) {
+            let mut a = args;
+            a[i] = gpa;
+            a[i + 1] = len;
+            let s = f.err(0, id, &a);
+            let too_long = (i == 0 && len > 256) || (i == 2 && len > 4096);
+            assert!(
+                s == Status::INVALID_ADDRESS
+                    || (too_long && (s == Status::INVALID_PARAM || s == Status::NO_SPACE)),
+                "{id:?} {a:x?} -> {s:?}"
+            );
+        }
+    }
+    assert_eq!(
+        f.vm.store_list("good").expect("list"),
+        vec!["path".to_string()],
+        "nothing changed"
+    );
+    for gpa in [RAM1_END - 4096, RAM2_END, !4095u64, RAM2 + 1] {
+        assert_eq!(
+            f.err(0, MEMORY_BALLOON_RECLAIM, &[gpa, 2]),
+            Status::INVALID_ADDRESS,
+            "{gpa:#x}"
+        );
+    }
+    assert_eq!(
+        f.err(0, MEMORY_BALLOON_RECLAIM, &[RAM2, 0]),
+        Status::INVALID_PARAM
+    );
+}

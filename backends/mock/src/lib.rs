@@ -518,6 +518,7 @@ impl Inner {
                     let _ = me
                         .vm()
                         .handle_call(vcpu, &Regs::new(pvabi::call::VCPU_STOP, [0; 6]));
+                    me.idle_check();
                     me.thread_done();
                 }
             });
@@ -561,6 +562,8 @@ impl Inner {
                 self.wait_block(vcpu)
             }
             Outcome::Stop => {
+                // The others may all be waiting now: let virtual time move on.
+                self.idle_check();
                 self.thread_done();
                 return Step::Park;
             }

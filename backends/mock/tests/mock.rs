@@ -528,3 +528,27 @@ fn no_call_returns_after_shutdown() {
     // At most the call in flight at the shutdown completes.
     assert!(spins.load(Ordering::SeqCst) <= before + 1);
 }
+
+#[test]
+fn virtual_time_moves_on_when_the_last_runner_stops() {
+    let m = Arc::new(mock(2));
+    let m2 = Arc::clone(&m);
+    // vCPU 1 just stops; the boot vCPU waits for a deadline meanwhile.
+    let entry = m.register_closure(move |_, vcpu| {
+        let g = G(m2.boot_ctx(vcpu as u32));
+        while g.ok(VCPU_GET_STATUS, &[0]) != 3 {
+            g.ok(VCPU_YIELD, &[]);
+        }
+        g.c(VCPU_STOP, &[]);
+    });
+    run(&m, move |g| {
+        g.ok(VCPU_START, &[1, entry, 0, 0]);
+        let now = g.ok(CLOCK_GET_TIME, &[]);
+        let r = g.c(VCPU_BLOCK, &[now + 1_000]);
+        g.expect(
+            r.status == Status::TIMED_OUT,
+            "timed out once vCPU 1 stopped",
+        );
+        g.poweroff();
+    });
+}
