@@ -23,6 +23,28 @@
 //!   buffer as `#[repr(C)]` types made of atomics with the ABI's exact layout, so the host
 //!   may change them at any time without undefined behaviour on the guest side.
 //!
+//! ## The in-process gate (model hosts such as `pvabi-mock`)
+//! A host that runs guest code as its own threads is entered through a function:
+//!
+//! ```text
+//! pub type InProcessFn = unsafe extern "C" fn(ctx: usize, regs: *mut InProcessRegs);
+//! #[repr(C)] pub struct InProcessRegs { pub rax: u64, pub args: [u64; 6] }   // 56 bytes
+//! ```
+//!
+//! `rax` carries the call id in and the status (sign-extended) out; `args` are RDI, RSI, R8,
+//! R9, R10, R11 in, and `args[0]` (RDI) is the value out — the hardware register convention
+//! in memory. Wrap the host's function with [`InProcessGate::new`], translate pointers with
+//! [`Translate::Offset`], discover with [`Pvabi::discover_in_process`], and place shared areas
+//! and buffers in guest RAM with a [`GuestArena`]. Upcalls reach an in-process guest at call
+//! boundaries through [`upcall::in_process_callback`] (register it with the host) or by
+//! polling with [`upcall::dispatch_pending`].
+//!
+//! ## Upcalls
+//! Ring-0 guests point an IDT gate at `pvabi_upcall_vector_entry`; fully paravirtual ring-3
+//! guests let the host enter `pvabi_upcall_callback_entry`, which returns with
+//! VCPU.UPCALL_RETURN. Both scan the event page and call the handler given to
+//! [`upcall::install`] once per pending port.
+//!
 //! ## Host answers are not trusted blindly
 //! A malformed status register decodes as [`pvabi::Status::FAILED`]; values that cannot be
 //! right (a length larger than the buffer, a port out of range, a count beyond the table) are

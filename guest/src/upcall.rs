@@ -59,18 +59,19 @@ pub fn install(pv: &Pvabi, events: &EventChannels, handler: PortHandler) {
 }
 
 /// Removes the handler; later upcalls are acknowledged (pending bits cleared) but not
-/// dispatched.
+/// dispatched, and callback upcalls still return.
 pub fn uninstall() {
     upcall_entry::uninstall();
 }
 
 /// Whether a handler is installed.
 pub fn is_installed() -> bool {
-    upcall_entry::installed().is_some()
+    upcall_entry::installed().is_some_and(|i| i.handler.is_some())
 }
 
 /// Scans vCPU `vcpu`'s pending events and calls the installed handler per port; returns the
-/// number dispatched (0 when nothing is installed).
+/// number handled (0 when [`install`] never ran; without a handler, events are only
+/// acknowledged).
 pub fn dispatch_pending(vcpu: u32) -> usize {
     dispatch_with(&UpcallInfo {
         vcpu,
@@ -92,7 +93,11 @@ pub(crate) fn dispatch_with(info: &UpcallInfo) -> usize {
         return 0;
     }
     let ev = EventChannels::from_page(inst.events);
-    ev.scan(info.vcpu, |port| (inst.handler)(port, info))
+    match inst.handler {
+        Some(h) => ev.scan(info.vcpu, |port| h(port, info)),
+        // Acknowledge without dispatching, so the host does not upcall again at once.
+        None => ev.scan(info.vcpu, |_| {}),
+    }
 }
 
 /// Body of the vector entry: find the current vCPU, then scan and dispatch.

@@ -293,4 +293,18 @@ fn upcall_dispatch_uses_the_installed_handler() {
         Some(page as *const _)
     );
     assert!(upcall::vector_entry_address() != 0 && upcall::callback_entry_address() != 0);
+    // Without a handler events are still acknowledged (no upcall storm), not dispatched.
+    upcall::uninstall();
+    assert!(!upcall::is_installed());
+    page.pending[0].store(1 << 11, Ordering::SeqCst);
+    page.vcpu[0].selector.store(1, Ordering::SeqCst);
+    page.vcpu[0].upcall_pending.store(1, Ordering::SeqCst);
+    assert_eq!(upcall::dispatch_pending(0), 1);
+    assert_eq!(page.pending[0].load(Ordering::SeqCst) & (1 << 11), 0);
+    assert_eq!(page.vcpu[0].upcall_pending.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        SEEN.lock().unwrap().len(),
+        2,
+        "no dispatch without a handler"
+    );
 }

@@ -82,8 +82,11 @@ extern "C" fn vcpu_returned() -> ! {
     }
 }
 
-/// Publishes the gate, event page and handler the entries use. Fields are written first and
-/// the handler last (release); readers load the handler first (acquire).
+/// Publishes the gate, event page and handler the entries use. The gate and the vCPU count
+/// are written first, then the event page (release), then the handler (release); readers
+/// load the handler, then the page (acquire), so whatever they see was published whole.
+/// Meant to be called once, before upcalls are enabled; calling it again while upcalls are
+/// being taken may let one upcall see the old handler.
 pub(crate) fn install(
     gate: RegisterGate,
     events: &'static EventPageShared,
@@ -97,15 +100,16 @@ pub(crate) fn install(
         INPROC_FN.store(g.func() as usize, Ordering::Relaxed);
         INPROC_CTX.store(g.ctx(), Ordering::Relaxed);
     }
+    VCPU_COUNT.store(vcpu_count, Ordering::Relaxed);
     EVENTS.store(
         events as *const EventPageShared as *mut EventPageShared,
-        Ordering::Relaxed,
+        Ordering::Release,
     );
-    VCPU_COUNT.store(vcpu_count, Ordering::Relaxed);
     HANDLER.store(handler as usize, Ordering::Release);
 }
 
-/// Removes the handler (the entries then only acknowledge and return).
+/// Removes the handler; the gate and event page stay, so the entries still acknowledge
+/// events and return from callbacks.
 pub(crate) fn uninstall() {
     HANDLER.store(0, Ordering::Release);
 }
@@ -114,26 +118,27 @@ pub(crate) fn uninstall() {
 pub(crate) struct Installed {
     pub(crate) gate: RegisterGate,
     pub(crate) events: &'static EventPageShared,
-    pub(crate) handler: PortHandler,
+    pub(crate) handler: Option<PortHandler>,
     pub(crate) vcpu_count: u32,
 }
 
-/// The installed state, if any.
+/// The published state, if [`install`] ran.
 pub(crate) fn installed() -> Option<Installed> {
     let h = HANDLER.load(Ordering::Acquire);
-    if h == 0 {
-        return None;
-    }
-    // SAFETY: `HANDLER` is only ever written by `install`, with `handler as usize` for a
-    // valid `PortHandler` (a safe `fn` pointer, never null), or with 0, excluded above. A
-    // `fn` pointer and `usize` have the same size, and the value is such a pointer.
-    let handler: PortHandler = unsafe { core::mem::transmute::<usize, PortHandler>(h) };
-    let ev = EVENTS.load(Ordering::Relaxed);
-    // SAFETY: `EVENTS` was stored (before the release store of `HANDLER` this acquire load
-    // synchronises with) from a `&'static EventPageShared`, so it is non-null, aligned and
-    // valid for shared access forever; `EventPageShared` is made of atomics, so shared
-    // references to it are fine while the host writes it.
+    let ev = EVENTS.load(Ordering::Acquire);
+    // SAFETY: `EVENTS` is null until `install` stores a pointer made from a
+    // `&'static EventPageShared` (`as_ref` maps null to `None`), so a non-null value is
+    // aligned and valid for shared access forever; `EventPageShared` is made of atomics, so
+    // shared references to it are fine while the host writes it.
     let events: &'static EventPageShared = unsafe { ev.as_ref() }?;
+    let handler = if h == 0 {
+        None
+    } else {
+        // SAFETY: `HANDLER` is only ever written by `install`, with `handler as usize` for a
+        // valid `PortHandler` (a safe `fn` pointer, never null), or with 0, excluded here. A
+        // `fn` pointer and `usize` have the same size, and the value is such a pointer.
+        Some(unsafe { core::mem::transmute::<usize, PortHandler>(h) })
+    };
     let kind = GateKind(GATE_KIND.load(Ordering::Relaxed));
     let param = GATE_PARAM.load(Ordering::Relaxed);
     let gate = match kind {
