@@ -27,7 +27,26 @@ fn main() {
         let text = std::fs::read_to_string(f).unwrap_or_default();
         writeln!(out, "(r####\"{name}\"####, r####\"{text}\"####),").expect("write to String");
     }
-    let dest =
-        PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("spec_files.rs");
-    std::fs::write(dest, format!("&[\n{out}]\n")).expect("write OUT_DIR/spec_files.rs");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    std::fs::write(out_dir.join("spec_files.rs"), format!("&[\n{out}]\n"))
+        .expect("write OUT_DIR/spec_files.rs");
+
+    // The conformance guest image: the suite as a bare-metal ELF for the KVM backend (and any
+    // vendor that boots it). A failed build is not fatal here: the runner reports the KVM
+    // backend unavailable with the reason.
+    let image =
+        pvabi_image_build::GuestBuild::new(manifest.join("image"), out_dir.join("image-target"))
+            .watch(manifest.join("suite"))
+            .build();
+    match image {
+        Ok(path) => {
+            println!("cargo:rustc-env=PVABI_CONFORMANCE_IMAGE={}", path.display());
+            println!("cargo:rustc-env=PVABI_CONFORMANCE_IMAGE_ERROR=");
+        }
+        Err(e) => {
+            println!("cargo:warning=conformance image not built: {e}");
+            println!("cargo:rustc-env=PVABI_CONFORMANCE_IMAGE=");
+            println!("cargo:rustc-env=PVABI_CONFORMANCE_IMAGE_ERROR={e}");
+        }
+    }
 }

@@ -7,12 +7,14 @@
 //! specification is passed, failed, skipped or untested.
 
 pub mod backend;
+pub mod kvm;
 pub mod mock;
 pub mod records;
 pub mod report;
 pub mod spec;
 
 pub use backend::{certify, Availability, Certifiable, Certification, RunError, SuiteRun};
+pub use kvm::{image_path, KvmBackend};
 pub use mock::MockBackend;
 pub use report::{CaseOutcome, CaseRecord, ClauseResult, ClauseStatus, Report, Summary};
 pub use spec::{clauses, Clause};
@@ -20,5 +22,8 @@ pub use spec::{clauses, Clause};
 /// The backends besides the mock that this build knows (KVM in both execution modes, ...),
 /// each of which reports itself unavailable, with the reason, where it cannot run.
 pub fn hardware_backends() -> Vec<Box<dyn Certifiable>> {
-    Vec::new()
+    vec![
+        Box::new(kvm::KvmBackend::new(pvabi_kvm::Mode::Ring0)),
+        Box::new(kvm::KvmBackend::new(pvabi_kvm::Mode::PvRing3)),
+    ]
 }
