@@ -1387,11 +1387,14 @@ impl Vm {
         GuestRam::check_align(gpa, PAGE_SIZE)?;
         let len = pages * PAGE_SIZE;
         let end = gpa.checked_add(len).ok_or(Status::INVALID_ADDRESS)?;
-        let in_ram = self
-            .memory_map
-            .iter()
-            .any(|e| e.kind == MemKind::RAM.0 && e.base <= gpa && end <= e.base + e.length);
-        if !in_ram {
+        // Every page in RAM ranges of the map, which may be adjacent (the map is sorted).
+        let mut covered = gpa;
+        for e in self.memory_map.iter().filter(|e| e.kind == MemKind::RAM.0) {
+            if e.base <= covered && covered < e.base.saturating_add(e.length) {
+                covered = e.base.saturating_add(e.length);
+            }
+        }
+        if covered < end {
             return Err(Status::INVALID_ADDRESS);
         }
         self.ram.check_range(gpa, len)?;

@@ -1427,3 +1427,32 @@ fn every_path_and_buffer_argument_rejects_hostile_ranges() {
         Status::INVALID_PARAM
     );
 }
+
+#[test]
+fn balloon_ranges_may_span_adjacent_ram_entries_only() {
+    use pvabi::memory::{MemKind, MemMapEntry};
+    let e = |base: u64, length: u64, kind: MemKind| MemMapEntry {
+        base,
+        length,
+        kind: kind.0,
+        _reserved: 0,
+    };
+    let mut cfg = VmConfig::new(1);
+    cfg.memory_map = vec![
+        e(0, 0x10000, MemKind::LOADER),
+        e(0x10000, 0x70000, MemKind::RAM),
+        e(0x80000, 0x80000, MemKind::RAM),
+    ];
+    let f = fixture_with(cfg);
+    f.ok(0, MEMORY_BALLOON_RELEASE, &[0x7F000, 2]);
+    assert_eq!(
+        f.err(0, MEMORY_BALLOON_RELEASE, &[0xF000, 2]),
+        Status::INVALID_ADDRESS,
+        "LOADER"
+    );
+    assert_eq!(
+        f.err(0, MEMORY_BALLOON_RELEASE, &[0xFF000, 2]),
+        Status::INVALID_ADDRESS,
+        "end"
+    );
+}
