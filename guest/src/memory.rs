@@ -115,6 +115,19 @@ impl Pvabi {
         }
     }
 
+    /// Copies the boot info's command line (`DISC-11`) into `out`; returns the bytes copied
+    /// (at most `out.len()`), 0 without boot info or command line, `None` if the host's
+    /// address does not translate.
+    pub fn boot_cmdline(&self, out: &mut [u8]) -> Option<usize> {
+        let Some(bi) = self.info().boot_info else {
+            return Some(0);
+        };
+        let n = (bi.cmdline_len as usize).min(out.len());
+        let dst = out.get_mut(..n)?;
+        self.phys().read_bytes(bi.cmdline_gpa, dst)?;
+        Some(n)
+    }
+
     /// MEMORY.GET_MAP (`MEM-1`) into `buf`.
     ///
     /// # Errors

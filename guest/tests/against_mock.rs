@@ -404,6 +404,12 @@ fn guest(boot: BootCtx) {
     let map = pv.memory_map(mm).unwrap();
     check!(map.total == 2 && map.ram().count() == 1, "MEMORY.GET_MAP");
     check!(pv.boot_memory_map().count() == 2, "boot memory map");
+    let mut cl = [0u8; 64];
+    let n = pv.boot_cmdline(&mut cl);
+    check!(
+        n == Some(11) && &cl[..11] == b"console=pv1",
+        "command line {n:?}"
+    );
     let pages: &'static mut [Page; 2] = arena.alloc([Page::new(), Page::new()]).unwrap();
     let ballooned = pv.balloon_release(pages).unwrap();
     check!(pv.balloon_query() == Ok(2), "BALLOON_QUERY after release");
@@ -508,6 +514,7 @@ fn a_guest_uses_every_v1_service_on_the_mock() {
     let mock = Mock::new(MockConfig {
         vcpus: 3,
         harness: true,
+        cmdline: b"console=pv1".to_vec(),
         ..MockConfig::default()
     })
     .unwrap();

@@ -50,8 +50,21 @@ fn boot_info_discovery_probes_every_service() {
     assert_eq!(info.functions(ServiceId::STORE), 10);
     assert_eq!(info.functions(ServiceId::HARNESS), 0);
     assert!(info.has_service(ServiceId::CONSOLE));
-    // The reader is narrowed to guest RAM by mem_size.
+    // The memory map is read through the reader; no command line.
     assert_eq!(pv.boot_memory_map().count(), 2);
+    assert_eq!(pv.boot_cmdline(&mut [0u8; 8]), Some(0));
+    // A command line the host placed outside guest RAM does not translate.
+    let mut bi = boot_info(3);
+    bi.cmdline_gpa = RAM as u64 - 4;
+    bi.cmdline_len = 8;
+    f.write(BOOT_GPA, bi.as_bytes());
+    let pv = Pvabi::discover_in_process(gate(f), BOOT_GPA, &phys(f)).unwrap();
+    assert_eq!(pv.boot_cmdline(&mut [0u8; 16]), None);
+    assert_eq!(
+        pv.boot_cmdline(&mut [0u8; 4]),
+        Some(4),
+        "only what fits is read"
+    );
 }
 
 #[test]
