@@ -290,3 +290,15 @@ fn console_can_go_to_a_file() {
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     assert_eq!(text, "hello from the guest\n");
 }
+
+#[test]
+fn every_vcpu_of_a_four_vcpu_guest_starts() {
+    if !kvm_or_skip("every_vcpu_of_a_four_vcpu_guest_starts") {
+        return;
+    }
+    let elf = guest("basic");
+    for mode in MODES {
+        let (r, _) = run(&elf, mode, 4, "smpall");
+        assert_eq!(ok_code(&r), 0b1110 | 1 << 32, "{mode:?}");
+    }
+}

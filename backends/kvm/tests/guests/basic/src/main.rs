@@ -56,6 +56,20 @@ fn parse_u64(s: &[u8]) -> u64 {
 }
 
 static AP_DONE: AtomicU64 = AtomicU64::new(0);
+/// Bit v set: vCPU v ran its entry (the "smpall" test).
+static RAN: AtomicU64 = AtomicU64::new(0);
+
+#[repr(C, align(16))]
+struct Stacks([[u8; 8192]; 16]);
+static mut STACKS: Stacks = Stacks([[0; 8192]; 16]);
+
+extern "C" fn ap_count(arg: u64, id: u64) -> ! {
+    if arg == 0x5EED {
+        RAN.fetch_or(1 << id, Ordering::SeqCst);
+    }
+    gate(call::VCPU_STOP, 0, 0, 0, 0);
+    poweroff(98)
+}
 
 #[repr(C, align(8))]
 struct CrashBuf([u8; 256]);
@@ -325,6 +339,35 @@ pub extern "C" fn _start(boot_info: u64) -> ! {
             poweroff(1)
         }
         b"events" => events(bi.exec_mode == 0),
+        b"smpall" => {
+            // Start every other vCPU; each marks itself and stops.
+            let n = u64::from(bi.vcpu_count);
+            for v in 1..n {
+                let base = core::ptr::addr_of_mut!(STACKS) as u64 + v * 8192;
+                let (s, _) = gate(
+                    call::VCPU_START,
+                    v,
+                    ap_count as *const () as u64,
+                    base + 8192 - 8,
+                    0x5EED,
+                );
+                if s != 0 {
+                    poweroff(0x100 | (s & 0xff));
+                }
+            }
+            let want = ((1u64 << n) - 1) & !1;
+            let (_, start) = gate(call::CLOCK_GET_TIME, 0, 0, 0, 0);
+            while RAN.load(Ordering::SeqCst) != want {
+                let (_, now) = gate(call::CLOCK_GET_TIME, 0, 0, 0, 0);
+                if now - start > 5_000_000_000 {
+                    poweroff(0x200);
+                }
+                gate(call::VCPU_YIELD, 0, 0, 0, 0);
+            }
+            // Starting a vCPU id beyond the count is INVALID_PARAM (-2).
+            let (s, _) = gate(call::VCPU_START, n, ap_count as *const () as u64, 0x8000, 0);
+            poweroff(RAN.load(Ordering::SeqCst) | u64::from(s == (-2i64) as u64) << 32)
+        }
         b"crash" => {
             // A crash report in a registered buffer, then POWER.SHUTDOWN(CRASH, 77).
             let buf = core::ptr::addr_of_mut!(CRASH_BUF);
