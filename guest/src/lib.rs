@@ -89,7 +89,7 @@ pub mod upcall;
 pub mod vcpu;
 
 pub use discovery::{DiscoverError, DiscoverOptions, DiscoverySource, HostInfo};
-pub use gate::arena::GuestArena;
+pub use gate::arena::{GuestArena, TakeOnce};
 pub use gate::phys::PhysReader;
 pub use gate::{InProcessFn, InProcessGate, InProcessRegs, RegisterGate};
 pub use pvabi;
@@ -240,3 +240,9 @@ impl Pvabi {
         self.call(id, args)
     }
 }
+
+// The handle is shared between vCPUs (threads in-process): it must stay `Send + Sync + Copy`.
+const _: () = {
+    const fn assert_shareable<T: Send + Sync + Copy>() {}
+    assert_shareable::<Pvabi>();
+};

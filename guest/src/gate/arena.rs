@@ -87,3 +87,55 @@ impl GuestArena {
         }
     }
 }
+
+/// A `static` whose contents can be borrowed mutably exactly once, for the rest of the
+/// program: a way to hand a stack, a page or a multicall buffer to the shim as
+/// `&'static mut T` without `static mut`.
+///
+/// # Examples
+///
+/// ```
+/// use pvabi_guest::gate::arena::TakeOnce;
+/// use pvabi_guest::vcpu::VcpuStack;
+/// static STACK: TakeOnce<VcpuStack<4096>> = TakeOnce::new(VcpuStack::new());
+/// let s: &'static mut VcpuStack<4096> = STACK.take().unwrap();
+/// assert_eq!(s.0.len(), 4096);
+/// assert!(STACK.take().is_none());
+/// ```
+///
+/// # Invariants
+///
+/// `value` is accessed only through the single `&'static mut T` that the one `take` which
+/// flipped `taken` from false to true returned.
+#[derive(Debug)]
+pub struct TakeOnce<T> {
+    taken: core::sync::atomic::AtomicBool,
+    value: core::cell::UnsafeCell<T>,
+}
+
+// SAFETY: the only access to `value` is the unique `&mut T` handed out once (type invariant),
+// which may be sent to and used on another thread when `T: Send`; `taken` is atomic.
+unsafe impl<T: Send> Sync for TakeOnce<T> {}
+
+impl<T> TakeOnce<T> {
+    /// Wraps `value`.
+    pub const fn new(value: T) -> Self {
+        Self {
+            taken: core::sync::atomic::AtomicBool::new(false),
+            value: core::cell::UnsafeCell::new(value),
+        }
+    }
+
+    /// The contents, mutably, the first time; `None` ever after.
+    // The `taken` flag makes the returned borrow unique, which is what the lint asks about.
+    #[allow(clippy::mut_from_ref)]
+    pub fn take(&'static self) -> Option<&'static mut T> {
+        if self.taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        // SAFETY: this call flipped `taken` from false to true, which happens once in the
+        // program, so no other reference to `value` exists or will be made (type invariant);
+        // `self` is `'static`, so the borrow may be too.
+        Some(unsafe { &mut *self.value.get() })
+    }
+}
