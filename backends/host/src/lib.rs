@@ -26,6 +26,27 @@
 //!    reached, [`Vm::process_ring`] on a ring doorbell, and [`Vm::vcpu_started`] when a
 //!    vCPU started through [`Platform::start_vcpu`] begins to run.
 //!
+//! ## Limits (all enforced; exhausting one gives the guest NO_SPACE or INVALID_PARAM)
+//! * Transfers: CONSOLE.WRITE/READ and HARNESS console calls 4096 bytes; HARNESS.REPORT
+//!   records 4096 bytes, at most [`vm::MAX_REPORTS`] kept; console input
+//!   [`VmConfig::console_input_limit`], console history [`VmConfig::console_history`].
+//! * Store (`STORE-19`): paths 256 bytes, values 4096 bytes, 1024 nodes, 64 watches, 16 open
+//!   transactions, 256 queued watch events (further ones dropped and counted).
+//! * Event ports `1..1024`; one timer per vCPU; grant tables up to 4096 entries; multicall
+//!   256 entries; one shared ring per guest of at most 2^8 slots, at most one ring's worth of
+//!   requests per [`Vm::process_ring`]; balloon calls up to 2^20 pages.
+//!
+//! ## Choices where the specification leaves room
+//! * A VCPU.START inside a multicall or ring request reports SUCCESS once the vCPU is
+//!   START_PENDING; if the backend then fails to start it, it goes back to STOPPED (the
+//!   register-gate VCPU.START reports the backend's status).
+//! * [`Vm::take_upcall`] is level-triggered; the `Vm` also notifies the calling vCPU when an
+//!   upcall is deliverable at the end of a call, so a backend that only looks when notified
+//!   still meets `EVT-11`.
+//! * VCPU.UPCALL_RETURN hands back the saved frame with RFLAGS reduced to
+//!   [`vm::UPCALL_RFLAGS_FROM_GUEST`]; the backend merges them into the vCPU's RFLAGS.
+//! * Store nodes created as ancestors by a host write get the access of the node written.
+//!
 //! The guest is untrusted: no guest value can make this crate panic, every guest address and
 //! length is validated, each guest structure is copied in once and validated as a copy, and no
 //! Rust reference into guest memory is formed (atomics go through vm-memory's atomic views).

@@ -54,6 +54,13 @@
 //!   gate typically leaves the mode NONE and dispatches pending ports itself.
 //! * After POWER.SHUTDOWN, any call by another vCPU never returns (`PWR-2`).
 //!
+//! ## With pvabi-guest
+//! A guest built on `pvabi-guest` wraps the gate as
+//! `InProcessGate::new(transmute::<GateFn, InProcessFn>(boot.gate_fn), boot.gate_ctx)` (the types
+//! differ only in the name of the register struct, whose layouts are identical: 56 bytes,
+//! `rax` at 0, `args` at 8), discovers with `boot.boot_info_gpa`, and translates pointers with
+//! `Translate::Offset { host_base: boot.host_base, len: boot.ram_len }`.
+//!
 //! ## Example: unit-testing paravirtual code
 //! ```
 //! use pvabi::{call, Regs};
@@ -141,6 +148,8 @@ pub struct MockConfig {
     pub auto_advance: bool,
     /// Fault injection and deliberate spec violations.
     pub faults: Faults,
+    /// Copy the guest's console output to the test's stderr as it is written.
+    pub console_echo: bool,
 }
 
 impl Default for MockConfig {
@@ -155,6 +164,7 @@ impl Default for MockConfig {
             wallclock_epoch_ns: 1_700_000_000_000_000_000,
             auto_advance: true,
             faults: Faults::default(),
+            console_echo: false,
         }
     }
 }
@@ -780,6 +790,11 @@ impl Mock {
             vc.hook = Some(Arc::new(MockHook {
                 inner: weak.clone(),
             }));
+            if cfg.console_echo {
+                vc.console_sink = Some(Arc::new(|b: &[u8]| {
+                    eprint!("{}", String::from_utf8_lossy(b));
+                }));
+            }
             let platform = Arc::new(MockPlatform {
                 inner: weak.clone(),
                 clock: Arc::clone(&clock),
