@@ -134,13 +134,16 @@ impl Pvabi {
             .ok_or(Status::FAILED)
     }
 
-    /// HARNESS.CONSOLE_READBACK (`HAR-6`): recent console output as the host saw it.
+    /// HARNESS.CONSOLE_READBACK (`HAR-6`): the most recent console output as the host saw
+    /// it, at most 4096 bytes (the most one call may ask for).
     ///
     /// # Errors
     ///
     /// `INVALID_ADDRESS` if `buf` does not translate (not sent); the host's status; `FAILED`
     /// if the host claims more bytes than `buf` holds.
     pub fn harness_console_readback(&self, buf: &mut [u8]) -> Result<usize, Status> {
+        let len = buf.len().min(pvabi::console::MAX_TRANSFER as usize);
+        let buf = buf.get_mut(..len).ok_or(Status::INVALID_PARAM)?;
         let b = self.gpa(buf)?;
         let n = self.call2(call::HARNESS_CONSOLE_READBACK, b, buf.len() as u64)?;
         usize::try_from(n)
@@ -179,7 +182,8 @@ impl Pvabi {
     }
 
     /// HARNESS.GRANT_ACCESS (`HAR-10`): the host accesses byte `offset` of the page granted
-    /// as `gref`, writing `write` when given; returns the byte read (before the write).
+    /// as `gref`: with `write = None` it reads and returns the byte, with `Some(b)` it writes
+    /// `b` and returns 0.
     ///
     /// Safe because a grant the host may write names a [`crate::grant::SharedPage`] (atomics).
     ///
