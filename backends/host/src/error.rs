@@ -34,9 +34,6 @@ pub enum HostError {
     /// The operation failed with the status a guest would have seen.
     #[error("operation failed: {0}")]
     Status(Status),
-    /// A vCPU id outside the VM.
-    #[error("no vCPU {0}")]
-    NoVcpu(u32),
 }
 
 impl From<Status> for HostError {

@@ -728,7 +728,8 @@ pub unsafe extern "C" fn mock_gate(ctx: usize, regs: *mut MockRegs) {
 /// An in-process pvabi host with one guest.
 ///
 /// Dropping it leaves parked vCPU threads (those that stopped or shut down) parked; threads
-/// still running guest code keep running until they make their next call or finish.
+/// still running guest code keep running, and every call they make from then on fails with
+/// FAILED. Drop a mock only after [`Mock::wait`] reported the end of the run.
 pub struct Mock {
     inner: Arc<Inner>,
 }
