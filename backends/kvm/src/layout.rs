@@ -3,15 +3,19 @@
 //! | GPA range              | contents                                                     |
 //! |------------------------|--------------------------------------------------------------|
 //! | `0x0000..0x1000`       | unused (reserved, so a null pointer faults the guest's logic) |
-//! | `0x1000`               | GDT (null, ring-0 code/data, ring-3 data/code, TSS)           |
-//! | `0x2000`               | TSS                                                          |
-//! | `0x3000`               | PML4                                                         |
-//! | `0x4000`               | PDPT                                                         |
-//! | `0x5000..0x9000`       | four page directories: the low 4 GiB in 2 MiB pages          |
-//! | `0xA000`               | `BootInfo` (128 bytes), then the memory map                  |
-//! | `0xB000`               | command line (at most 4096 bytes)                            |
+//! | `0x1000`               | GDT (null, ring-0 code/data, ring-3 data/code, one TSS per vCPU) |
+//! | `0x2000..0x4000`       | one TSS per vCPU (0x200 bytes apart)                         |
+//! | `0x4000`               | PML4                                                         |
+//! | `0x5000`               | PDPT                                                         |
+//! | `0x6000..0xA000`       | four page directories: the low 4 GiB in 2 MiB pages          |
+//! | `0xA000`               | `BootInfo` (128 bytes), the memory map, the command line      |
+//! | `0x20000..0x60000`     | one 16 KiB interrupt stack per vCPU (the TSS's IST1 and RSP0) |
 //! | `0x70000..0x80000`     | boot stack of vCPU 0                                          |
 //! | `0x10_0000..`          | the guest image, then free RAM                               |
+//!
+//! Each vCPU's TSS has IST1 (and RSP0) pointing at its own interrupt stack, so a ring-0 guest
+//! can set IST = 1 in its IDT gates and take upcalls without touching the interrupted stack
+//! (code compiled with a red zone, like the precompiled `core`, stays safe).
 //!
 //! Everything below 1 MiB is reported as `LOADER` in the memory map: the guest may reuse it
 //! once it has its own GDT, page tables and stacks.
@@ -22,22 +26,27 @@ use zerocopy::IntoBytes;
 
 /// GPA of the GDT.
 pub const GDT_GPA: u64 = 0x1000;
-/// GPA of the TSS.
+/// GPA of vCPU 0's TSS; vCPU `v`'s is at `TSS_GPA + v * TSS_STRIDE`.
 pub const TSS_GPA: u64 = 0x2000;
+/// Distance between the TSSs of consecutive vCPUs.
+pub const TSS_STRIDE: u64 = 0x200;
 /// GPA of the PML4.
-pub const PML4_GPA: u64 = 0x3000;
+pub const PML4_GPA: u64 = 0x4000;
 /// GPA of the PDPT.
-pub const PDPT_GPA: u64 = 0x4000;
+pub const PDPT_GPA: u64 = 0x5000;
 /// GPA of the first page directory.
-pub const PD_GPA: u64 = 0x5000;
+pub const PD_GPA: u64 = 0x6000;
+/// Lowest GPA of the per-vCPU interrupt stacks; vCPU `v`'s stack ends at
+/// `IST_BASE + (v + 1) * IST_SIZE`.
+pub const IST_BASE: u64 = 0x2_0000;
+/// Size of each vCPU's interrupt stack.
+pub const IST_SIZE: u64 = 0x4000;
 /// Number of page directories (each maps 1 GiB).
 pub const PD_COUNT: u64 = 4;
 /// GPA of the boot info.
 pub const BOOT_INFO_GPA: u64 = 0xA000;
 /// GPA of the memory map (right after the boot info).
 pub const MEM_MAP_GPA: u64 = BOOT_INFO_GPA + pvabi::BootInfo::SIZE as u64;
-/// GPA of the command line.
-pub const CMDLINE_GPA: u64 = 0xB000;
 /// Largest command line in bytes.
 pub const CMDLINE_MAX: usize = 4096;
 /// Top of the boot vCPU's stack.
@@ -57,7 +66,7 @@ pub const SEL_KDATA: u16 = 0x10;
 pub const SEL_UDATA: u16 = 0x18 | 3;
 /// GDT selector (with RPL 3) of the ring-3 64-bit code segment.
 pub const SEL_UCODE: u16 = 0x20 | 3;
-/// GDT selector of the TSS.
+/// GDT selector of vCPU 0's TSS; vCPU `v`'s is `SEL_TSS + 16 * v`.
 pub const SEL_TSS: u16 = 0x28;
 /// Offset of the I/O permission bitmap in the TSS.
 pub const TSS_IOMAP: u64 = 0x68;
@@ -70,8 +79,18 @@ const IOMAP_MAX_PORT: u16 = 3 + if pvabi::gate::DEFAULT_IOPORT > pvabi::gate::NU
 } else {
     pvabi::gate::NULL_IOPORT
 };
-/// Number of 8-byte GDT slots (the TSS takes two).
-pub const GDT_ENTRIES: u64 = 7;
+/// Number of 8-byte GDT slots (each TSS takes two).
+pub const GDT_ENTRIES: u64 = 5 + 2 * pvabi::MAX_VCPUS as u64;
+
+/// The TSS selector of vCPU `v`.
+pub const fn tss_selector(v: u32) -> u16 {
+    SEL_TSS + 16 * v as u16
+}
+
+/// The GPA of vCPU `v`'s TSS.
+pub const fn tss_gpa(v: u32) -> u64 {
+    TSS_GPA + TSS_STRIDE * v as u64
+}
 
 const PTE_P: u64 = 1 << 0;
 const PTE_RW: u64 = 1 << 1;
@@ -110,7 +129,7 @@ pub fn write_page_tables(
     Ok(())
 }
 
-/// Writes the GDT and the TSS.
+/// Writes the GDT (with a TSS descriptor per possible vCPU) and the TSSs.
 ///
 /// # Errors
 ///
@@ -121,33 +140,44 @@ pub fn write_gdt(mem: &GuestMemoryMmap) -> Result<(), vm_memory::GuestMemoryErro
     let kdata = seg_desc(0x93, 0xC); // P, DPL0, data rw accessed; G, D/B
     let udata = seg_desc(0xF3, 0xC); // P, DPL3, data
     let ucode = seg_desc(0xFB, 0xA); // P, DPL3, code, L
-    let tss_limit: u64 = TSS_LIMIT;
-    let tss_lo = (tss_limit & 0xFFFF)
-        | ((TSS_GPA & 0xFF_FFFF) << 16)
-        | (0x89 << 40) // P, available 64-bit TSS
-        | (((tss_limit >> 16) & 0xF) << 48)
-        | (((TSS_GPA >> 24) & 0xFF) << 56);
-    let tss_hi = TSS_GPA >> 32;
-    let gdt: [u64; GDT_ENTRIES as usize] = [0, kcode, kdata, udata, ucode, tss_lo, tss_hi];
-    mem.write_slice(gdt.as_bytes(), GuestAddress(GDT_GPA))?;
-    mem.write_slice(&tss_image(), GuestAddress(TSS_GPA))
+    let mut gdt = [0u64; GDT_ENTRIES as usize];
+    for (slot, d) in gdt.iter_mut().zip([0, kcode, kdata, udata, ucode]) {
+        *slot = d;
+    }
+    for v in 0..pvabi::MAX_VCPUS {
+        let base = tss_gpa(v);
+        let lo = (TSS_LIMIT & 0xFFFF)
+            | ((base & 0xFF_FFFF) << 16)
+            | (0x89 << 40) // P, available 64-bit TSS
+            | (((TSS_LIMIT >> 16) & 0xF) << 48)
+            | (((base >> 24) & 0xFF) << 56);
+        let i = usize::from(tss_selector(v) / 8);
+        if let Some(pair) = gdt.get_mut(i..i + 2) {
+            pair.copy_from_slice(&[lo, base >> 32]);
+        }
+        mem.write_slice(&tss_image(v), GuestAddress(base))?;
+    }
+    mem.write_slice(gdt.as_bytes(), GuestAddress(GDT_GPA))
 }
 
-/// The TSS: RSP0 (offset 4) points at the boot stack (used only if the guest takes an
-/// exception from ring 3 after installing an IDT of its own), and an I/O permission bitmap
-/// that lets ring 3 reach exactly the gate port and the null port (all other ports, and those
-/// beyond the TSS limit, fault as usual).
-pub fn tss_image() -> [u8; TSS_LIMIT as usize + 1] {
+/// vCPU `v`'s TSS: RSP0 (offset 4) and IST1 (offset 0x24) point at the vCPU's own interrupt
+/// stack, and an I/O permission bitmap lets ring 3 reach exactly the gate ports (all other
+/// ports, and those beyond the TSS limit, fault as usual).
+pub fn tss_image(v: u32) -> [u8; TSS_LIMIT as usize + 1] {
     let mut tss = [0u8; TSS_LIMIT as usize + 1];
-    if let Some(s) = tss.get_mut(4..12) {
-        s.copy_from_slice(&BOOT_STACK_TOP.to_le_bytes());
+    let stack_top = IST_BASE + (u64::from(v) + 1) * IST_SIZE;
+    for off in [4usize, 0x24] {
+        if let Some(s) = tss.get_mut(off..off + 8) {
+            s.copy_from_slice(&stack_top.to_le_bytes());
+        }
     }
     if let Some(s) = tss.get_mut(0x66..0x68) {
         s.copy_from_slice(&(TSS_IOMAP as u16).to_le_bytes());
     }
     if let Some(map) = tss.get_mut(TSS_IOMAP as usize..) {
         map.fill(0xFF);
-        // A 4-byte access checks the bits of all four ports it covers.
+        // A 4-byte access checks the bits of all four ports it covers; the ring doorbell
+        // (0x512) lies in the gate port's range.
         for base in [pvabi::gate::DEFAULT_IOPORT, pvabi::gate::NULL_IOPORT] {
             for port in base..base + 4 {
                 if let Some(b) = map.get_mut(usize::from(port / 8)) {
@@ -211,7 +241,7 @@ mod tests {
 
     #[test]
     fn io_bitmap_allows_only_the_gate_ports() {
-        let t = tss_image();
+        let t = tss_image(0);
         let allowed = |p: u16| {
             t.get(TSS_IOMAP as usize + usize::from(p / 8))
                 .is_some_and(|b| b & (1 << (p % 8)) == 0)
@@ -221,6 +251,20 @@ mod tests {
         assert!(allowed(pvabi::gate::DEFAULT_IOPORT + 3));
         assert!(!allowed(0x80) && !allowed(0x3F8) && !allowed(0x515) && !allowed(0xFFFF));
         assert_eq!(t.last(), Some(&0xFF));
+    }
+
+    #[test]
+    fn every_vcpu_has_its_own_tss_and_interrupt_stack() {
+        assert!(tss_gpa(pvabi::MAX_VCPUS) <= PML4_GPA);
+        assert!(TSS_LIMIT < TSS_STRIDE);
+        assert!(IST_BASE + u64::from(pvabi::MAX_VCPUS) * IST_SIZE <= BOOT_STACK_TOP - 0x1_0000);
+        assert!(usize::from(tss_selector(pvabi::MAX_VCPUS - 1)) / 8 + 2 <= GDT_ENTRIES as usize);
+        let ist1 = |v: u32| {
+            let t = tss_image(v);
+            u64::from_le_bytes(t[0x24..0x2C].try_into().expect("8 bytes"))
+        };
+        assert_eq!(ist1(0), IST_BASE + IST_SIZE);
+        assert_eq!(ist1(3), IST_BASE + 4 * IST_SIZE);
     }
 
     #[test]

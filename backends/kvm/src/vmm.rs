@@ -670,9 +670,9 @@ fn setup_vcpu(fd: &VcpuFd, mode: Mode, id: u32, req: StartReq) -> Result<(), Err
     s.gs = data;
     s.ss = data;
     s.tr = kvm_segment {
-        base: TSS_GPA,
+        base: tss_gpa(id),
         limit: TSS_LIMIT as u32,
-        selector: SEL_TSS,
+        selector: tss_selector(id),
         type_: 0xB,
         present: 1,
         dpl: 0,
@@ -1041,14 +1041,23 @@ fn emulate_sse(
     sync: bool,
     mem: &vm_memory::GuestMemoryMmap,
 ) -> Result<bool, Error> {
-    let Some(bytes) = emulation_failure_bytes(fd) else {
+    let Some(reported) = emulation_failure_bytes(fd) else {
         return Ok(false);
     };
-    let Some(insn) = crate::sse::decode(&bytes) else {
+    let mut regs = get_regs(fd, sync)?;
+    // KVM's copy stops at a page boundary; read the instruction from guest memory instead
+    // when it can be read whole.
+    let mut fetched = [0u8; 15];
+    let bytes =
+        if crate::sse::Memory::read(&mut VcpuMemory { fd: &*fd, mem }, regs.rip, &mut fetched) {
+            &fetched[..]
+        } else {
+            &reported[..]
+        };
+    let Some(insn) = crate::sse::decode(bytes) else {
         return Ok(false);
     };
     let mut fpu = fd.get_fpu().map_err(kvm_err("KVM_GET_FPU"))?;
-    let mut regs = get_regs(fd, sync)?;
     let next = regs.rip.wrapping_add(insn.len as u64);
     let done = crate::sse::execute(
         &insn,

@@ -66,9 +66,11 @@ fn load_idt() {
     unsafe {
         core::arch::asm!("mov {0:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags))
     };
-    // A 64-bit interrupt gate: present, DPL 0, type 0xE.
+    // A 64-bit interrupt gate: present, DPL 0, type 0xE, on IST1 (the KVM loader gives every
+    // vCPU an interrupt stack there), so an upcall never writes below the interrupted RSP.
     let lo = (handler & 0xFFFF)
         | (u64::from(cs) << 16)
+        | (1u64 << 32)
         | (0x8E00u64 << 32)
         | ((handler >> 16) & 0xFFFF) << 48;
     let v = usize::from(UPCALL_VECTOR) * 2;

@@ -153,7 +153,8 @@ static mut IDT: Idt = Idt([0; 512]);
 
 fn install_idt() {
     let h = upcall_isr as *const () as u64;
-    let lo = (h & 0xFFFF) | (0x08 << 16) | (0x8E00 << 32) | ((h >> 16) & 0xFFFF) << 48;
+    // Interrupt gate on IST1 (the loader's per-vCPU interrupt stack).
+    let lo = (h & 0xFFFF) | (0x08 << 16) | (1 << 32) | (0x8E00 << 32) | ((h >> 16) & 0xFFFF) << 48;
     let hi = h >> 32;
     let idt = core::ptr::addr_of_mut!(IDT);
     // SAFETY: single vCPU writes its own static IDT before loading it; in bounds
