@@ -2,8 +2,9 @@
 //! register convention `CONV-8`, see [`pvabi::gate`]).
 //!
 //! This module holds every `unsafe` block of the crate: the gate instructions, the in-process
-//! gate's function call, volatile reads of guest-physical memory ([`phys`]) and the upcall
-//! entry code ([`upcall_entry`]). Every other module is checked with `deny(unsafe_code)`.
+//! gate's function call, volatile reads of guest-physical memory ([`phys`]), the upcall entry
+//! code ([`upcall_entry`]) and the two ways to obtain `&'static mut` guest memory without
+//! `static mut` ([`arena`]). Every other module is checked with `deny(unsafe_code)`.
 //!
 //! ## Register convention (x86_64, `CONV-8`)
 //! RAX = call id on entry, status (sign-extended) on return; RDI, RSI, R8, R9, R10, R11 =
