@@ -92,6 +92,17 @@ pub const fn tss_gpa(v: u32) -> u64 {
     TSS_GPA + TSS_STRIDE * v as u64
 }
 
+// The fixed areas do not overlap.
+const _: () = {
+    assert!(tss_gpa(pvabi::MAX_VCPUS) <= PML4_GPA);
+    assert!(TSS_LIMIT < TSS_STRIDE);
+    assert!(PD_GPA + PD_COUNT * 0x1000 <= BOOT_INFO_GPA);
+    assert!(BOOT_INFO_GPA + 0x2000 <= IST_BASE);
+    assert!(IST_BASE + pvabi::MAX_VCPUS as u64 * IST_SIZE <= BOOT_STACK_TOP - 0x1_0000);
+    assert!(tss_selector(pvabi::MAX_VCPUS - 1) as u64 / 8 + 2 <= GDT_ENTRIES);
+    assert!(GDT_ENTRIES * 8 <= TSS_GPA - GDT_GPA);
+};
+
 const PTE_P: u64 = 1 << 0;
 const PTE_RW: u64 = 1 << 1;
 const PTE_US: u64 = 1 << 2;
@@ -255,10 +266,6 @@ mod tests {
 
     #[test]
     fn every_vcpu_has_its_own_tss_and_interrupt_stack() {
-        assert!(tss_gpa(pvabi::MAX_VCPUS) <= PML4_GPA);
-        assert!(TSS_LIMIT < TSS_STRIDE);
-        assert!(IST_BASE + u64::from(pvabi::MAX_VCPUS) * IST_SIZE <= BOOT_STACK_TOP - 0x1_0000);
-        assert!(usize::from(tss_selector(pvabi::MAX_VCPUS - 1)) / 8 + 2 <= GDT_ENTRIES as usize);
         let ist1 = |v: u32| {
             let t = tss_image(v);
             u64::from_le_bytes(t[0x24..0x2C].try_into().expect("8 bytes"))
