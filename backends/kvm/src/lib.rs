@@ -10,7 +10,9 @@
 //! RDI = guest-physical address of the [`pvabi::BootInfo`] (spec `DISC-2`), RSI = 0 and
 //! RSP = a 64 KiB loader stack with RSP + 8 aligned to 16 (as right after a `call`).
 //! Secondary vCPUs start through VCPU.START with RSP = `stack` exactly as given, RDI = `arg`,
-//! RSI = vCPU id (spec `VCPU-7`).
+//! RSI = vCPU id (spec `VCPU-7`). Each vCPU has its own TSS whose IST1 (and RSP0) point at a
+//! 16 KiB interrupt stack of its own, so ring-0 guests can take upcalls on IST1 and never
+//! write below the interrupted RSP. [`layout`] lists where everything is.
 //!
 //! Two execution modes ([`Mode`]):
 //! * [`Mode::Ring0`]: CPL 0, RFLAGS.IF = 0; the guest owns its IDT; upcalls are interrupts on
@@ -31,6 +33,15 @@
 //! convention of `pvabi::gate`. Registers are read from and written to `kvm_run`'s synced
 //! registers (`KVM_CAP_SYNC_REGS`), so a call costs one exit and no register ioctl. Writes to
 //! [`pvabi::gate::NULL_IOPORT`] are ignored (a bare exit, the benchmark baseline).
+//!
+//! # Nested hosts
+//!
+//! Where KVM executes guest ring-0 code with its instruction emulator (as nested KVM with
+//! `kvm_pvm` does), SSE instructions the emulator lacks end `KVM_RUN` with an emulation
+//! failure. The VMM performs the SSE2 integer and move instructions compiled Rust uses
+//! (`xorps`, `pxor`, `movd`, `pshufd`, `pinsrw`, ... register and memory forms) itself and
+//! resumes the guest; floating-point arithmetic is not emulated and ends the VM with an error
+//! that names the instruction bytes.
 //!
 //! # Errors from the guest
 //!
