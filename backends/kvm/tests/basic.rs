@@ -302,3 +302,21 @@ fn every_vcpu_of_a_four_vcpu_guest_starts() {
         assert_eq!(ok_code(&r), 0b1110 | 1 << 32, "{mode:?}");
     }
 }
+
+#[test]
+fn a_corrupted_upcall_frame_ends_the_vm_with_an_error() {
+    if !kvm_or_skip("a_corrupted_upcall_frame_ends_the_vm_with_an_error") {
+        return;
+    }
+    let elf = guest("basic");
+    let (r, _) = run(&elf, Mode::PvRing3, 1, "badframe");
+    match r {
+        Err(e @ Error::TripleFault { .. }) => {
+            assert!(e.to_string().contains("rip=0x7fff00000000"), "{e}");
+        }
+        other => panic!("expected a triple fault, got {other:?}"),
+    }
+    // A non-canonical RIP is refused with INVALID_PARAM (-2); the callback reports it.
+    let (r, _) = run(&elf, Mode::PvRing3, 1, "badframe2");
+    assert_eq!(ok_code(&r), 0xdead00 | 0xfe);
+}

@@ -140,11 +140,23 @@ extern "C" {
     fn upcall_isr();
 }
 
+/// The "badframe" test: the callback corrupts the saved frame before returning.
+static CORRUPT_FRAME: AtomicU64 = AtomicU64::new(0);
+
 /// PV ring 3: the callback (RSP + 8 aligned to 16, RDI = frame GPA, RSI = vCPU id).
-extern "C" fn on_callback(_frame: u64, _vcpu: u64) -> ! {
+extern "C" fn on_callback(frame: u64, _vcpu: u64) -> ! {
     handle_events();
-    gate(call::VCPU_UPCALL_RETURN, 0, 0, 0, 0);
-    poweroff(0xdead)
+    let bad = CORRUPT_FRAME.load(Ordering::SeqCst);
+    if bad != 0 {
+        // SAFETY: RDI is the GPA of this vCPU's frame in our own (identity-mapped) event page;
+        // offsets 0 (rip) and 16 (rflags) are inside it.
+        unsafe {
+            core::ptr::write_volatile(frame as *mut u64, bad);
+            core::ptr::write_volatile((frame + 16) as *mut u64, u64::MAX);
+        }
+    }
+    let (s, _) = gate(call::VCPU_UPCALL_RETURN, 0, 0, 0, 0);
+    poweroff(0xdead00 | (s & 0xff))
 }
 
 #[repr(C, align(16))]
@@ -340,6 +352,17 @@ pub extern "C" fn _start(boot_info: u64) -> ! {
             poweroff(1)
         }
         b"events" => events(bi.exec_mode == 0),
+        b"badframe" => {
+            // Resume at an unmapped (canonical) RIP with every RFLAGS bit set: the guest
+            // faults with no IDT, and the VM ends with an error; the host stays up.
+            CORRUPT_FRAME.store(0x7FFF_0000_0000, Ordering::SeqCst);
+            events(false)
+        }
+        b"badframe2" => {
+            // A non-canonical RIP is refused: UPCALL_RETURN returns INVALID_PARAM.
+            CORRUPT_FRAME.store(0x8000_0000_0000_0000, Ordering::SeqCst);
+            events(false)
+        }
         b"smpall" => {
             // Start every other vCPU; each marks itself and stops.
             let n = u64::from(bi.vcpu_count);
