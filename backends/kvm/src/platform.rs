@@ -45,10 +45,12 @@ impl Platform for KvmPlatform {
     }
 }
 
-/// The timer thread: calls `poll_timers` when the earliest deadline is reached, and refreshes
-/// the clock pages once a second so they track the host clock.
+/// The timer thread: calls `poll_timers` when the earliest deadline is reached, refreshes the
+/// clock pages once a second so they track the host clock, and adds each vCPU thread's
+/// scheduler run delay to its steal time every 100 ms.
 pub(crate) fn timer_thread(core: Arc<Core>, vm: Arc<pvabi_host::Vm>) {
     const REFRESH: Duration = Duration::from_secs(1);
+    const STEAL: Duration = Duration::from_millis(100);
     let mut last_refresh = core.now_ns();
     loop {
         if core.stopping() {
@@ -59,7 +61,10 @@ pub(crate) fn timer_thread(core: Arc<Core>, vm: Arc<pvabi_host::Vm>) {
             vm.refresh_clock_pages();
             last_refresh = now;
         }
-        match core.wait_deadline(REFRESH) {
+        for (v, ns) in core.take_steal() {
+            vm.add_steal_time(v, ns);
+        }
+        match core.wait_deadline(STEAL) {
             Some(()) => {
                 vm.poll_timers();
                 core.merge_deadline(vm.next_deadline().unwrap_or(0));

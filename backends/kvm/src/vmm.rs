@@ -56,6 +56,10 @@ struct SlotState {
     wake: bool,
     /// The thread's handle while it is alive and may be signalled.
     thread: Option<libc::pthread_t>,
+    /// The thread's kernel id (for its scheduler statistics), once it started.
+    tid: Option<i32>,
+    /// The thread's run delay (ns spent runnable but not running) already reported as steal.
+    steal_seen: u64,
 }
 
 /// Per-vCPU state shared between the vCPU thread and everyone who wakes it.
@@ -254,6 +258,24 @@ impl Core {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// Steal time per vCPU since the last call: the growth of each vCPU thread's run delay
+    /// (time runnable but waiting for a host CPU), from `/proc/self/task/<tid>/schedstat`.
+    pub(crate) fn take_steal(&self) -> Vec<(u32, u64)> {
+        let mut out = Vec::new();
+        for (v, slot) in self.slots.iter().enumerate() {
+            let mut st = lock(&slot.state);
+            let Some(now) = st.tid.and_then(run_delay_ns) else {
+                continue;
+            };
+            let d = now.saturating_sub(st.steal_seen);
+            st.steal_seen = now;
+            if d > 0 {
+                out.push((v as u32, d));
+            }
+        }
+        out
     }
 
     /// Sleeps until a wake-up (or the VM stops), then consumes it.
@@ -564,6 +586,17 @@ impl Machine {
     }
 }
 
+/// The run delay in ns of thread `tid` of this process (second field of its `schedstat`).
+fn run_delay_ns(tid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).ok()?;
+    parse_run_delay(&text)
+}
+
+/// The second field of a `schedstat` line.
+pub(crate) fn parse_run_delay(text: &str) -> Option<u64> {
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Guest TSC minus host TSC, read through `MSR_IA32_TSC` of a vCPU.
 fn guest_tsc_offset(fd: &VcpuFd) -> Result<i64, Error> {
     let mut msrs = kvm_bindings::Msrs::from_entries(&[kvm_bindings::kvm_msr_entry {
@@ -769,8 +802,12 @@ fn vcpu_thread(
     let run_ptr: *mut kvm_bindings::kvm_run = fd.get_kvm_run();
     kick::set_thread_kvm_run(run_ptr);
     if let Some(slot) = core.slots.get(id as usize) {
-        // SAFETY: pthread_self has no preconditions.
-        lock(&slot.state).thread = Some(unsafe { libc::pthread_self() });
+        let mut st = lock(&slot.state);
+        // SAFETY: pthread_self and gettid have no preconditions.
+        st.thread = Some(unsafe { libc::pthread_self() });
+        // SAFETY: as above.
+        st.tid = Some(unsafe { libc::gettid() });
+        st.steal_seen = st.tid.and_then(run_delay_ns).unwrap_or(0);
     }
     let r = vcpu_main(&core, &vm, &mut fd, id, boot, &cpuid);
     if let Some(slot) = core.slots.get(id as usize) {
@@ -1151,5 +1188,21 @@ impl Write for CaptureWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_delay_is_the_second_schedstat_field() {
+        assert_eq!(parse_run_delay("671121 41683 2\n"), Some(41683));
+        assert_eq!(parse_run_delay("671121"), None);
+        assert_eq!(parse_run_delay(""), None);
+        // This very thread has a schedstat file.
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        assert!(run_delay_ns(tid).is_some());
     }
 }

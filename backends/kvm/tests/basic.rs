@@ -320,3 +320,29 @@ fn a_corrupted_upcall_frame_ends_the_vm_with_an_error() {
     let (r, _) = run(&elf, Mode::PvRing3, 1, "badframe2");
     assert_eq!(ok_code(&r), 0xdead00 | 0xfe);
 }
+
+#[test]
+fn steal_time_counts_waiting_for_a_host_cpu() {
+    if !kvm_or_skip("steal_time_counts_waiting_for_a_host_cpu") {
+        return;
+    }
+    let host_cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let vcpus = (2 * host_cpus).min(pvabi::MAX_VCPUS);
+    if vcpus <= host_cpus {
+        eprintln!("SKIP: steal_time_counts_waiting_for_a_host_cpu: {host_cpus} host CPUs, cannot overcommit with {} vCPUs", pvabi::MAX_VCPUS);
+        return;
+    }
+    let elf = guest("basic");
+    // PV ring 3 runs guest code natively, so the spinning vCPUs really compete for host CPUs.
+    let (r, _) = run(&elf, Mode::PvRing3, vcpus, "steal");
+    let steal_us = ok_code(&r);
+    eprintln!("{vcpus} spinning vCPUs on {host_cpus} host CPUs: vCPU 0 saw {steal_us} µs of steal in 500 ms");
+    assert!(
+        steal_us > 0,
+        "no steal time with {vcpus} vCPUs on {host_cpus} CPUs"
+    );
+    assert!(
+        steal_us < 5_000_000,
+        "more steal than elapsed time: {steal_us} µs"
+    );
+}

@@ -71,6 +71,28 @@ extern "C" fn ap_count(arg: u64, id: u64) -> ! {
     poweroff(98)
 }
 
+/// The steal-time record (spec `VCPU-11`): steal ns at 0, version at 8.
+#[repr(C, align(64))]
+struct StealRec {
+    steal: AtomicU64,
+    version: AtomicU64,
+    _rest: [AtomicU64; 6],
+}
+static STEAL: StealRec = StealRec {
+    steal: AtomicU64::new(0),
+    version: AtomicU64::new(0),
+    _rest: [const { AtomicU64::new(0) }; 6],
+};
+static SPIN_STOP: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn ap_spin(_arg: u64, _id: u64) -> ! {
+    while SPIN_STOP.load(Ordering::SeqCst) == 0 {
+        core::hint::spin_loop();
+    }
+    gate(call::VCPU_STOP, 0, 0, 0, 0);
+    poweroff(97)
+}
+
 #[repr(C, align(8))]
 struct CrashBuf([u8; 256]);
 static mut CRASH_BUF: CrashBuf = CrashBuf([0; 256]);
@@ -391,6 +413,46 @@ pub extern "C" fn _start(boot_info: u64) -> ! {
             // Starting a vCPU id beyond the count is INVALID_PARAM (-2).
             let (s, _) = gate(call::VCPU_START, n, ap_count as *const () as u64, 0x8000, 0);
             poweroff(RAN.load(Ordering::SeqCst) | u64::from(s == (-2i64) as u64) << 32)
+        }
+        b"steal" => {
+            // Every other vCPU spins until told to stop; vCPU 0 spins 500 ms with a steal-time
+            // record registered, then reports the steal it saw (in µs).
+            let n = u64::from(bi.vcpu_count);
+            for v in 1..n {
+                let base = core::ptr::addr_of_mut!(STACKS) as u64 + v * 8192;
+                gate(
+                    call::VCPU_START,
+                    v,
+                    ap_spin as *const () as u64,
+                    base + 8192 - 8,
+                    0,
+                );
+            }
+            let rec = core::ptr::addr_of!(STEAL) as u64;
+            let (s, _) = gate(call::VCPU_REGISTER_STEAL_TIME, rec, 0, 0, 0);
+            if s != 0 {
+                poweroff(0x100 | (s & 0xff));
+            }
+            let (_, start) = gate(call::CLOCK_GET_TIME, 0, 0, 0, 0);
+            loop {
+                let (_, now) = gate(call::CLOCK_GET_TIME, 0, 0, 0, 0);
+                if now - start > 500_000_000 {
+                    break;
+                }
+                for _ in 0..10_000 {
+                    core::hint::spin_loop();
+                }
+            }
+            SPIN_STOP.store(1, Ordering::SeqCst);
+            let steal = loop {
+                let v1 = STEAL.version.load(Ordering::SeqCst);
+                let st = STEAL.steal.load(Ordering::SeqCst);
+                let v2 = STEAL.version.load(Ordering::SeqCst);
+                if v1 == v2 && v1 & 1 == 0 {
+                    break st;
+                }
+            };
+            poweroff(steal / 1000)
         }
         b"crash" => {
             // A crash report in a registered buffer, then POWER.SHUTDOWN(CRASH, 77).
