@@ -11,8 +11,12 @@ use pvabi_kvm::{ConsoleSink, Error, ExitStatus, Mode, RunConfig};
 pub fn kvm_or_skip(test: &str) -> bool {
     match pvabi_kvm::kvm_usable() {
         Ok(()) => true,
+        Err(Error::NoKvm(why)) => {
+            eprintln!("SKIP: {test}: /dev/kvm is not usable: {why}");
+            false
+        }
         Err(e) => {
-            eprintln!("SKIP: {test}: /dev/kvm {e}");
+            eprintln!("SKIP: {test}: /dev/kvm is not usable: {e}");
             false
         }
     }
