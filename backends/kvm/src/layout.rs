@@ -2,7 +2,7 @@
 //!
 //! | GPA range              | contents                                                     |
 //! |------------------------|--------------------------------------------------------------|
-//! | `0x0000..0x1000`       | unused (reserved, so a null pointer faults the guest's logic) |
+//! | `0x0000..0x1000`       | unused                                                       |
 //! | `0x1000`               | GDT (null, ring-0 code/data, ring-3 data/code, one TSS per vCPU) |
 //! | `0x2000..0x4000`       | one TSS per vCPU (0x200 bytes apart)                         |
 //! | `0x4000`               | PML4                                                         |
@@ -17,7 +17,8 @@
 //! can set IST = 1 in its IDT gates and take upcalls without touching the interrupted stack
 //! (code compiled with a red zone, like the precompiled `core`, stays safe).
 //!
-//! Everything below 1 MiB is reported as `LOADER` in the memory map: the guest may reuse it
+//! Everything below the end of the image is reported as `LOADER` in the memory map, the rest
+//! as `RAM`: the guest may reuse the loader's part
 //! once it has its own GDT, page tables and stacks.
 
 use pvabi::memory::{MemKind, MemMapEntry};
@@ -203,26 +204,13 @@ pub fn tss_image(v: u32) -> [u8; TSS_LIMIT as usize + 1] {
 /// The memory map for a guest of `mem_size` bytes whose image ends at `image_end`.
 pub fn memory_map(mem_size: u64, image_end: u64) -> Vec<MemMapEntry> {
     let image_end = image_end.clamp(IMAGE_MIN, mem_size);
-    let mut v = vec![
-        MemMapEntry {
-            base: 0,
-            length: 0x1000,
-            kind: MemKind::RESERVED.0,
-            _reserved: 0,
-        },
-        MemMapEntry {
-            base: 0x1000,
-            length: IMAGE_MIN - 0x1000,
-            kind: MemKind::LOADER.0,
-            _reserved: 0,
-        },
-        MemMapEntry {
-            base: IMAGE_MIN,
-            length: image_end - IMAGE_MIN,
-            kind: MemKind::LOADER.0,
-            _reserved: 0,
-        },
-    ];
+    // The loader's structures and the image: the guest's own once it no longer needs them.
+    let mut v = vec![MemMapEntry {
+        base: 0,
+        length: image_end,
+        kind: MemKind::LOADER.0,
+        _reserved: 0,
+    }];
     if mem_size > image_end {
         v.push(MemMapEntry {
             base: image_end,

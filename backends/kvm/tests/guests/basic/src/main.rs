@@ -359,7 +359,7 @@ pub extern "C" fn _start(boot_info: u64) -> ! {
             if bi.mem_map_entries == 0 || bi.mem_size == 0 {
                 code |= 8;
             }
-            poweroff(code | u64::from(bi.exec_mode) << 8)
+            poweroff(code | u64::from(bi.exec_mode) << 8 | (bi.mem_size >> 20) << 16)
         }
         b"cpuid" => {
             let r = core::arch::x86_64::__cpuid(0x4000_0100);
