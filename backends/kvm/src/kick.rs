@@ -28,11 +28,11 @@ extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_v
         let run = p.get();
         if !run.is_null() {
             // SAFETY: `run` was published by `set_thread_kvm_run` on this very thread from a
-            // live `VcpuFd`'s mapping and is cleared (`clear_thread_kvm_run`) before that
-            // `VcpuFd` is dropped, so it points at a mapped `kvm_run`. The handler runs on the
-            // owning thread, so the only concurrent access is the interrupted code of the same
-            // thread, which reads `immediate_exit` only inside the KVM_RUN ioctl (the kernel)
-            // or through volatile-free plain stores that this single byte store cannot tear.
+            // live `VcpuFd`'s mapping of `kvm_run`, and is withdrawn (`clear_thread_kvm_run`)
+            // before that `VcpuFd` is dropped, so it points at mapped, writable memory. The
+            // handler runs on the owning thread, so the only other accesses are the kernel's
+            // (inside KVM_RUN, which is interrupted) and the interrupted thread's own single-byte
+            // stores of the same field, which a one-byte volatile store cannot tear.
             unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
         }
     });
