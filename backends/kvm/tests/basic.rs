@@ -98,7 +98,11 @@ fn boot_info_describes_the_vm() {
     let (r, _) = run(&elf, Mode::Ring0, 3, "bootinfo 3");
     assert_eq!(ok_code(&r), 16 << 16);
     let (r, _) = run(&elf, Mode::PvRing3, 2, "bootinfo 2");
-    assert_eq!(ok_code(&r), 16 << 16 | 1 << 8, "exec_mode PV_RING3 in bits 8..");
+    assert_eq!(
+        ok_code(&r),
+        16 << 16 | 1 << 8,
+        "exec_mode PV_RING3 in bits 8.."
+    );
 }
 
 #[test]
