@@ -1,9 +1,1968 @@
-//! STORE cases (see the spec chapter with the clause prefix of this module's cases).
+//! STORE (spec chapter 11): paths, values, host-written nodes and their guest access,
+//! quotas, watches and transactions.
+//!
+//! Every case works below its own top-level node (`cf_*`) and removes it at the end. Nodes
+//! with a restricted guest access are created with HARNESS.STORE_HOST_WRITE and, to clean
+//! up, written again by the host as `READ_WRITE` before the guest removes them.
+//!
+//! This module also holds the small helpers the MEM, GNT, MC and SEC chapters share
+//! ([`Scratch`], [`events`], [`ram_top`], [`host_alive`]).
 
-use crate::{Case, GuestEntry};
+use pvabi::call;
+use pvabi::discovery::Features;
+use pvabi::memory::MemKind;
+use pvabi::store::{GuestAccess, MAX_ENTRIES, MAX_TRANSACTIONS, MAX_WATCHES, MAX_WATCH_EVENTS};
+use pvabi::{Ret, Status};
+use pvabi_guest::event::{EventChannels, Port};
+
+use crate::{Case, Ctx, GuestEntry};
 
 /// The chapter's cases.
-pub const CASES: &[Case] = &[];
+pub const CASES: &[Case] = &[
+    Case {
+        name: "store::write_read_list_remove",
+        clauses: "STORE-3,STORE-5,STORE-7,STORE-8,STORE-21,STORE-28,STORE-30",
+        run: write_read_list_remove,
+    },
+    Case {
+        name: "store::path_rules",
+        clauses: "STORE-1,STORE-20,STORE-23,STORE-24",
+        run: path_rules,
+    },
+    Case {
+        name: "store::bad_buffers",
+        clauses: "STORE-4",
+        run: bad_buffers,
+    },
+    Case {
+        name: "store::value_limits",
+        clauses: "STORE-6,STORE-19",
+        run: value_limits,
+    },
+    Case {
+        name: "store::host_nodes_guest_access",
+        clauses: "STORE-2,STORE-5,STORE-25,STORE-26,STORE-27",
+        run: host_nodes_guest_access,
+    },
+    Case {
+        name: "store::node_quota",
+        clauses: "STORE-19,STORE-29,SEC-11",
+        run: node_quota,
+    },
+    Case {
+        name: "store::watch_fires",
+        clauses: "STORE-10,STORE-11,STORE-12,STORE-13,STORE-20,STORE-35",
+        run: watch_fires,
+    },
+    Case {
+        name: "store::watch_bad_ports",
+        clauses: "STORE-32,STORE-33",
+        run: watch_bad_ports,
+    },
+    Case {
+        name: "store::watch_on_closed_port",
+        clauses: "STORE-22",
+        run: watch_on_closed_port,
+    },
+    Case {
+        name: "store::watch_queue_overflow",
+        clauses: "STORE-14,SEC-11",
+        run: watch_queue_overflow,
+    },
+    Case {
+        name: "store::watch_quota",
+        clauses: "STORE-19,STORE-34,SEC-11",
+        run: watch_quota,
+    },
+    Case {
+        name: "store::txn_commit_abort",
+        clauses: "STORE-9,STORE-11,STORE-15,STORE-16,STORE-17,STORE-18,STORE-31,STORE-37",
+        run: txn_commit_abort,
+    },
+    Case {
+        name: "store::txn_conflict",
+        clauses: "STORE-16,STORE-17",
+        run: txn_conflict,
+    },
+    Case {
+        name: "store::txn_quota",
+        clauses: "STORE-15,STORE-19,SEC-11",
+        run: txn_quota,
+    },
+    Case {
+        name: "store::txn_feature_absent",
+        clauses: "STORE-36",
+        run: txn_feature_absent,
+    },
+];
 
 /// Guest functions this chapter's cases pass as vCPU entries or callbacks.
 pub const FUNCTIONS: &[GuestEntry] = &[];
+
+// ---------------------------------------------------------------------------------------
+// Helpers shared by this module and the MEM, GNT, MC and SEC chapters.
+// ---------------------------------------------------------------------------------------
+
+/// Guest RAM carved into small pieces for one case (paths, values, result buffers).
+pub(crate) struct Scratch {
+    rest: &'static mut [u8],
+}
+
+impl Scratch {
+    /// `len` bytes of guest RAM from the suite's arena (a failure is recorded when it is
+    /// exhausted).
+    pub(crate) fn new(c: &mut Ctx<'_>, len: usize) -> Option<Self> {
+        c.buf(len, 4096).map(|rest| Self { rest })
+    }
+
+    /// `n` zeroed bytes, 8-byte aligned (shorter if the scratch is exhausted).
+    pub(crate) fn take(&mut self, n: usize) -> &'static mut [u8] {
+        let rest = core::mem::take(&mut self.rest);
+        let pad = rest.as_ptr().align_offset(8).min(rest.len());
+        let (_, rest) = rest.split_at_mut(pad);
+        let n = n.min(rest.len());
+        let (a, b) = rest.split_at_mut(n);
+        self.rest = b;
+        a.fill(0);
+        a
+    }
+
+    /// A copy of `bytes` in guest RAM.
+    pub(crate) fn put(&mut self, bytes: &[u8]) -> &'static mut [u8] {
+        let b = self.take(bytes.len());
+        for (d, s) in b.iter_mut().zip(bytes) {
+            *d = *s;
+        }
+        b
+    }
+}
+
+/// The GPA of a scratch slice.
+pub(crate) fn gpa(c: &Ctx<'_>, b: &[u8]) -> u64 {
+    if b.is_empty() {
+        return 0;
+    }
+    c.gpa(b)
+}
+
+/// The end of the highest guest-RAM range (kind RAM or LOADER) of the boot memory map, or
+/// the boot info's RAM size when there is no map: addresses at or above it are not guest
+/// RAM.
+pub(crate) fn ram_top(c: &Ctx<'_>) -> u64 {
+    let top =
+        c.pv.boot_memory_map()
+            .filter(|e| MemKind(e.kind) == MemKind::RAM || MemKind(e.kind) == MemKind::LOADER)
+            .map(|e| e.base.saturating_add(e.length))
+            .max()
+            .unwrap_or(0);
+    top.max(c.ram_end())
+}
+
+/// Checks that the host still answers an ordinary call after hostile input (`SEC-2`).
+pub(crate) fn host_alive(c: &mut Ctx<'_>, after: &str) {
+    let r = c.raw(call::BASE_GET_ABI_VERSION, [0; 6]);
+    c.check(
+        r.status == Status::SUCCESS,
+        format_args!(
+            "after {after}: BASE.GET_ABI_VERSION answered {:?}",
+            r.status
+        ),
+    );
+}
+
+/// The registered event page, registering one (shared by every case) when none is.
+pub(crate) fn events(c: &mut Ctx<'_>) -> Option<EventChannels> {
+    if let Some(ev) = c.shared.events {
+        return Some(ev);
+    }
+    let page = c.alloc(pvabi_guest::shared::EventPageShared::new())?;
+    let page: &'static pvabi_guest::shared::EventPageShared = page;
+    let r = c.pv.event_register_page(page);
+    let ev = c.expect_ok(r, "EVENT.REGISTER_PAGE for the suite's event page")?;
+    c.shared.events = Some(ev);
+    Some(ev)
+}
+
+/// Whether the host sets feature bits `f`.
+pub(crate) fn has(c: &Ctx<'_>, f: Features) -> bool {
+    c.pv.info().has_features(f)
+}
+
+/// Expects the raw return `r` to carry status `want` (SUCCESS included); returns whether
+/// it did.
+pub(crate) fn expect(c: &mut Ctx<'_>, r: Ret, want: Status, what: &str) -> bool {
+    c.check(
+        r.status == want,
+        format_args!(
+            "{what}: expected {want:?}, got {:?} (value {:#x})",
+            r.status, r.value
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Store helpers (raw calls on scratch paths).
+// ---------------------------------------------------------------------------------------
+
+struct St {
+    s: Scratch,
+}
+
+impl St {
+    fn new(c: &mut Ctx<'_>) -> Option<Self> {
+        Scratch::new(c, 64 * 1024).map(|s| Self { s })
+    }
+
+    fn read(&mut self, c: &Ctx<'_>, path: &[u8], buf: &mut [u8], txn: u64) -> Ret {
+        let p = self.s.put(path);
+        c.raw(
+            call::STORE_READ,
+            [
+                gpa(c, p),
+                p.len() as u64,
+                gpa(c, buf),
+                buf.len() as u64,
+                txn,
+                0,
+            ],
+        )
+    }
+
+    fn write(&mut self, c: &Ctx<'_>, path: &[u8], val: &[u8], txn: u64) -> Ret {
+        let p = self.s.put(path);
+        let v = self.s.put(val);
+        c.raw(
+            call::STORE_WRITE,
+            [gpa(c, p), p.len() as u64, gpa(c, v), v.len() as u64, txn, 0],
+        )
+    }
+
+    fn list(&mut self, c: &Ctx<'_>, path: &[u8], buf: &mut [u8], txn: u64) -> Ret {
+        let p = self.s.put(path);
+        c.raw(
+            call::STORE_LIST,
+            [
+                gpa(c, p),
+                p.len() as u64,
+                gpa(c, buf),
+                buf.len() as u64,
+                txn,
+                0,
+            ],
+        )
+    }
+
+    fn remove(&mut self, c: &Ctx<'_>, path: &[u8], txn: u64) -> Ret {
+        let p = self.s.put(path);
+        c.raw(
+            call::STORE_REMOVE,
+            [gpa(c, p), p.len() as u64, txn, 0, 0, 0],
+        )
+    }
+
+    fn watch(&mut self, c: &Ctx<'_>, path: &[u8], port: u64) -> Ret {
+        let p = self.s.put(path);
+        c.raw(
+            call::STORE_WATCH,
+            [gpa(c, p), p.len() as u64, port, 0, 0, 0],
+        )
+    }
+
+    fn host_write(&mut self, c: &Ctx<'_>, path: &[u8], val: &[u8], access: GuestAccess) -> Ret {
+        let p = self.s.put(path);
+        let v = self.s.put(val);
+        c.raw(
+            call::HARNESS_STORE_HOST_WRITE,
+            [
+                gpa(c, p),
+                p.len() as u64,
+                gpa(c, v),
+                v.len() as u64,
+                u64::from(access.0),
+                0,
+            ],
+        )
+    }
+
+    fn host_read(&mut self, c: &Ctx<'_>, path: &[u8], buf: &mut [u8]) -> Ret {
+        let p = self.s.put(path);
+        c.raw(
+            call::HARNESS_STORE_HOST_READ,
+            [
+                gpa(c, p),
+                p.len() as u64,
+                gpa(c, buf),
+                buf.len() as u64,
+                0,
+                0,
+            ],
+        )
+    }
+
+    /// Expects `path` to read as `val` (guest view, `txn`).
+    fn expect_value(&mut self, c: &mut Ctx<'_>, path: &[u8], val: &[u8], txn: u64, what: &str) {
+        let buf = self.s.take(val.len() + 16);
+        let r = self.read(c, path, buf, txn);
+        let got = buf.get(..(r.value as usize).min(buf.len())).unwrap_or(&[]);
+        c.check(
+            r.status == Status::SUCCESS && r.value == val.len() as u64 && got == val,
+            format_args!(
+                "{what}: READ {} expected {:?}, got {:?} value {} bytes {:?}",
+                Show(path),
+                Show(val),
+                r.status,
+                r.value,
+                Show(got)
+            ),
+        );
+    }
+
+    /// Expects `path` to be absent (guest view, `txn`).
+    fn expect_missing(&mut self, c: &mut Ctx<'_>, path: &[u8], txn: u64, what: &str) {
+        let r = self.read(c, path, &mut [], txn);
+        c.check(
+            r.status == Status::NOT_FOUND,
+            format_args!(
+                "{what}: READ {} expected NOT_FOUND, got {:?}",
+                Show(path),
+                r.status
+            ),
+        );
+    }
+
+    /// Expects the host's view of `path` to be `val` (`None`: absent).
+    fn expect_host(&mut self, c: &mut Ctx<'_>, path: &[u8], val: Option<&[u8]>, what: &str) {
+        let buf = self.s.take(val.map_or(0, <[u8]>::len) + 16);
+        let r = self.host_read(c, path, buf);
+        let ok = match val {
+            None => r.status == Status::NOT_FOUND,
+            Some(v) => {
+                r.status == Status::SUCCESS
+                    && r.value == v.len() as u64
+                    && buf.get(..v.len()) == Some(v)
+            }
+        };
+        c.check(
+            ok,
+            format_args!(
+                "{what}: host view of {} expected {:?}, got {:?} value {}",
+                Show(path),
+                val.map(Show),
+                r.status,
+                r.value
+            ),
+        );
+    }
+
+    /// The names STORE.LIST returns for `path` (as one byte string), or the status.
+    fn names(&mut self, c: &Ctx<'_>, path: &[u8], txn: u64) -> Result<&'static [u8], Status> {
+        let buf = self.s.take(1024);
+        let r = self.list(c, path, buf, txn);
+        if r.status != Status::SUCCESS {
+            return Err(r.status);
+        }
+        let buf: &'static [u8] = buf;
+        buf.get(..r.value as usize).ok_or(Status::FAILED)
+    }
+
+    /// Removes `path` (cleanup; a missing node is fine).
+    fn cleanup(&mut self, c: &mut Ctx<'_>, path: &[u8]) {
+        let r = self.remove(c, path, 0);
+        c.check(
+            r.status == Status::SUCCESS || r.status == Status::NOT_FOUND,
+            format_args!("cleanup: REMOVE {} got {:?}", Show(path), r.status),
+        );
+    }
+
+    /// Takes every queued watch event (bounded); returns how many there were.
+    fn drain(&mut self, c: &Ctx<'_>) -> usize {
+        let buf = self.s.take(16 + 300);
+        let mut n = 0;
+        for _ in 0..(MAX_WATCH_EVENTS as usize + 8) {
+            let r = c.raw(
+                call::STORE_WATCH_NEXT,
+                [gpa(c, buf), buf.len() as u64, 0, 0, 0, 0],
+            );
+            if r.status != Status::SUCCESS {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// The next watch event, checked to be (watch, path, dropped).
+    fn expect_event(&mut self, c: &mut Ctx<'_>, watch: u64, path: &[u8], dropped: u32, what: &str) {
+        let buf = self.s.take(16 + 300);
+        let r = c.raw(
+            call::STORE_WATCH_NEXT,
+            [gpa(c, buf), buf.len() as u64, 0, 0, 0, 0],
+        );
+        if !c.check(
+            r.status == Status::SUCCESS,
+            format_args!("{what}: WATCH_NEXT expected an event, got {:?}", r.status),
+        ) {
+            return;
+        }
+        let ev = WatchEv::parse(buf);
+        let got_path = buf.get(16..16 + ev.path_len as usize).unwrap_or(&[]);
+        c.check(
+            r.value == 16 + path.len() as u64
+                && u64::from(ev.watch) == watch
+                && got_path == path
+                && ev.dropped == dropped
+                && ev.reserved == 0,
+            format_args!(
+                "{what}: WATCH_NEXT returned {} bytes, watch {} path {:?} dropped {} reserved {}; \
+                 expected {} bytes, watch {watch} path {:?} dropped {dropped} reserved 0",
+                r.value,
+                ev.watch,
+                Show(got_path),
+                ev.dropped,
+                ev.reserved,
+                16 + path.len(),
+                Show(path)
+            ),
+        );
+    }
+
+    /// Expects no queued watch event.
+    fn expect_no_event(&mut self, c: &mut Ctx<'_>, what: &str) {
+        let buf = self.s.take(16 + 300);
+        let r = c.raw(
+            call::STORE_WATCH_NEXT,
+            [gpa(c, buf), buf.len() as u64, 0, 0, 0, 0],
+        );
+        c.check(
+            r.status == Status::NOT_FOUND,
+            format_args!(
+                "{what}: WATCH_NEXT expected NOT_FOUND (no event), got {:?}",
+                r.status
+            ),
+        );
+    }
+}
+
+/// A parsed `WatchEvent` header.
+struct WatchEv {
+    watch: u32,
+    path_len: u32,
+    dropped: u32,
+    reserved: u32,
+}
+
+impl WatchEv {
+    fn parse(b: &[u8]) -> Self {
+        let w = |i: usize| {
+            let mut x = [0u8; 4];
+            if let Some(s) = b.get(i..i + 4) {
+                x.copy_from_slice(s);
+            }
+            u32::from_le_bytes(x)
+        };
+        Self {
+            watch: w(0),
+            path_len: w(4),
+            dropped: w(8),
+            reserved: w(12),
+        }
+    }
+}
+
+/// Bytes shown as text in details.
+#[derive(Clone, Copy)]
+pub(crate) struct Show<'a>(pub(crate) &'a [u8]);
+
+impl core::fmt::Debug for Show<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("\"")?;
+        for (i, &b) in self.0.iter().enumerate() {
+            if i == 48 {
+                write!(f, "...({} bytes)", self.0.len())?;
+                break;
+            }
+            if b.is_ascii_graphic() || b == b' ' {
+                write!(f, "{}", b as char)?;
+            } else {
+                write!(f, "\\x{b:02x}")?;
+            }
+        }
+        f.write_str("\"")
+    }
+}
+
+impl core::fmt::Display for Show<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The pending bit of `port` (cleared) after a call that should or should not raise it.
+fn take_pending(ev: &EventChannels, port: Port) -> bool {
+    ev.clear_pending(port)
+}
+
+// ---------------------------------------------------------------------------------------
+// Cases.
+// ---------------------------------------------------------------------------------------
+
+fn write_read_list_remove(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    s.cleanup(c, b"cf_basic");
+    // STORE-5: a write creates the node and its missing ancestors (empty, guest-owned).
+    let r = s.write(c, b"cf_basic/x/y", b"hello", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_basic/x/y");
+    s.expect_value(c, b"cf_basic/x/y", b"hello", 0, "STORE-5 value");
+    s.expect_value(
+        c,
+        b"cf_basic/x",
+        b"",
+        0,
+        "STORE-5 created ancestor is empty",
+    );
+    s.expect_value(c, b"cf_basic", b"", 0, "STORE-5 created ancestor is empty");
+    s.expect_host(
+        c,
+        b"cf_basic/x/y",
+        Some(b"hello"),
+        "STORE-5 host sees the write",
+    );
+    // The created ancestor is guest-owned: the guest may write it.
+    let r = s.write(c, b"cf_basic/x", b"anc", 0);
+    expect(c, r, Status::SUCCESS, "WRITE of a created ancestor");
+    s.expect_value(c, b"cf_basic/x", b"anc", 0, "STORE-5 ancestor rewritten");
+
+    // STORE-3: exact buffer; buffer too small -> BUFFER_TOO_SMALL with the size, nothing
+    // written.
+    let buf = s.s.take(5);
+    let r = s.read(c, b"cf_basic/x/y", buf, 0);
+    c.check(
+        r.status == Status::SUCCESS && r.value == 5 && buf == b"hello",
+        format_args!("STORE-3 READ into 5 bytes: {:?} {}", r.status, r.value),
+    );
+    let small = s.s.take(4);
+    small.fill(0xAA);
+    let r = s.read(c, b"cf_basic/x/y", small, 0);
+    c.check(
+        r.status == Status::BUFFER_TOO_SMALL && r.value == 5,
+        format_args!(
+            "STORE-3 READ into 4 bytes: expected BUFFER_TOO_SMALL value 5, got {:?} {}",
+            r.status, r.value
+        ),
+    );
+    c.check(
+        small.iter().all(|b| *b == 0xAA),
+        format_args!("STORE-3 BUFFER_TOO_SMALL wrote into the buffer"),
+    );
+    let r = s.read(c, b"cf_basic/x/y", &mut [], 0);
+    c.check(
+        r.status == Status::BUFFER_TOO_SMALL && r.value == 5,
+        format_args!(
+            "STORE-3 READ with buf_len 0: expected BUFFER_TOO_SMALL 5, got {:?} {}",
+            r.status, r.value
+        ),
+    );
+    // Overwrite with a shorter value.
+    let r = s.write(c, b"cf_basic/x/y", b"hi", 0);
+    expect(c, r, Status::SUCCESS, "WRITE shorter value");
+    s.expect_value(c, b"cf_basic/x/y", b"hi", 0, "STORE-5 overwrite");
+
+    // STORE-21: an empty value is accepted and reads as 0 bytes.
+    let r = s.write(c, b"cf_basic/x/a", b"", 0);
+    expect(c, r, Status::SUCCESS, "STORE-21 WRITE of an empty value");
+    let r = s.read(c, b"cf_basic/x/a", &mut [], 0);
+    c.check(
+        r.status == Status::SUCCESS && r.value == 0,
+        format_args!(
+            "STORE-21 READ of an empty value: {:?} {}",
+            r.status, r.value
+        ),
+    );
+
+    // STORE-7: children in ascending byte order, NUL after each.
+    for p in [&b"cf_basic/x/b.1"[..], b"cf_basic/x/Z", b"cf_basic/x/_-9"] {
+        let r = s.write(c, p, b"v", 0);
+        expect(c, r, Status::SUCCESS, "WRITE a child");
+    }
+    let want_names: &[u8] = b"Z\0_-9\0a\0b.1\0y\0";
+    match s.names(c, b"cf_basic/x", 0) {
+        Ok(n) => {
+            c.check(
+                n == want_names,
+                format_args!(
+                    "STORE-7 LIST: expected {:?}, got {:?}",
+                    Show(want_names),
+                    Show(n)
+                ),
+            );
+        }
+        Err(e) => {
+            c.check(false, format_args!("STORE-7 LIST failed: {e:?}"));
+        }
+    }
+    let small = s.s.take(want_names.len() - 1);
+    small.fill(0xAA);
+    let r = s.list(c, b"cf_basic/x", small, 0);
+    c.check(
+        r.status == Status::BUFFER_TOO_SMALL && r.value == want_names.len() as u64,
+        format_args!(
+            "STORE-7 LIST into a short buffer: expected BUFFER_TOO_SMALL {}, got {:?} {}",
+            want_names.len(),
+            r.status,
+            r.value
+        ),
+    );
+    c.check(
+        small.iter().all(|b| *b == 0xAA),
+        format_args!("STORE-7 BUFFER_TOO_SMALL wrote into the buffer"),
+    );
+    let buf = s.s.take(16);
+    let r = s.list(c, b"cf_basic/x/y", buf, 0);
+    c.check(
+        r.status == Status::SUCCESS && r.value == 0,
+        format_args!("STORE-7 LIST of a leaf: {:?} {}", r.status, r.value),
+    );
+
+    // STORE-30: LIST of a missing node; the root (empty path) always exists and lists us.
+    let r = s.list(c, b"cf_basic/nope", buf, 0);
+    expect(c, r, Status::NOT_FOUND, "STORE-30 LIST of a missing node");
+    let r = c.raw(call::STORE_LIST, [0, 0, 0, 0, 0, 0]);
+    c.check(
+        r.status == Status::SUCCESS || r.status == Status::BUFFER_TOO_SMALL,
+        format_args!("STORE-30 LIST of the root: {:?}", r.status),
+    );
+    let root = s.s.take(r.value as usize + 16);
+    let r = c.raw(
+        call::STORE_LIST,
+        [0, 0, gpa(c, root), root.len() as u64, 0, 0],
+    );
+    let names = root.get(..r.value as usize).unwrap_or(&[]);
+    c.check(
+        r.status == Status::SUCCESS && names.split(|b| *b == 0).any(|n| n == b"cf_basic"),
+        format_args!(
+            "STORE-30 LIST of the root: {:?}, names {:?} lack cf_basic",
+            r.status,
+            Show(names)
+        ),
+    );
+
+    // STORE-28: READ of a missing node.
+    s.expect_missing(c, b"cf_basic/x/nope", 0, "STORE-28");
+    s.expect_missing(c, b"cf_basic/x/y/deeper", 0, "STORE-28");
+
+    // STORE-8: REMOVE takes the whole subtree; a second REMOVE is NOT_FOUND.
+    let r = s.remove(c, b"cf_basic/x", 0);
+    expect(c, r, Status::SUCCESS, "STORE-8 REMOVE cf_basic/x");
+    s.expect_missing(c, b"cf_basic/x", 0, "STORE-8 removed node");
+    s.expect_missing(c, b"cf_basic/x/y", 0, "STORE-8 removed subtree");
+    s.expect_host(
+        c,
+        b"cf_basic/x/b.1",
+        None,
+        "STORE-8 removed subtree (host view)",
+    );
+    let r = s.list(c, b"cf_basic/x", buf, 0);
+    expect(c, r, Status::NOT_FOUND, "STORE-8 LIST of a removed node");
+    let r = s.remove(c, b"cf_basic/x", 0);
+    expect(c, r, Status::NOT_FOUND, "STORE-8 REMOVE of a missing node");
+    s.expect_value(c, b"cf_basic", b"", 0, "STORE-8 parent kept");
+    let r = s.remove(c, b"cf_basic", 0);
+    expect(c, r, Status::SUCCESS, "REMOVE cf_basic");
+}
+
+/// Malformed paths (`STORE-1`), each sent to READ, WRITE, LIST, REMOVE and WATCH.
+const BAD_PATHS: &[&[u8]] = &[
+    b"/cf_p",
+    b"cf_p/",
+    b"/",
+    b"cf_p//a",
+    b".",
+    b"..",
+    b"cf_p/.",
+    b"cf_p/./a",
+    b"cf_p/..",
+    b"../cf_p",
+    b"cf_p/../../x",
+    b"/local/domain/0/x",
+    b"cf p",
+    b"cf_p\0",
+    b"cf\0p",
+    b"cf_p\xff",
+    b"cf_\xc3\xa9",
+    b"cf_p:a",
+    b"cf_p*",
+    b"cf_p\n",
+    b"cf_p\\a",
+];
+
+fn path_rules(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    let Some(ev) = events(c) else { return };
+    let Some(port) = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC") else {
+        return;
+    };
+    let buf = s.s.take(64);
+    let long_ok = [b'a'; 256];
+    let long_bad = [b'a'; 257];
+    for p in BAD_PATHS
+        .iter()
+        .copied()
+        .chain(core::iter::once(&long_bad[..]))
+    {
+        let r = s.read(c, p, buf, 0);
+        expect(c, r, Status::INVALID_PARAM, "STORE-1 READ of a bad path");
+        let r = s.write(c, p, b"v", 0);
+        c.check(
+            r.status == Status::INVALID_PARAM,
+            format_args!(
+                "STORE-1 WRITE of bad path {:?}: expected INVALID_PARAM, got {:?}",
+                Show(p),
+                r.status
+            ),
+        );
+        let r = s.list(c, p, buf, 0);
+        expect(c, r, Status::INVALID_PARAM, "STORE-1 LIST of a bad path");
+        let r = s.remove(c, p, 0);
+        expect(c, r, Status::INVALID_PARAM, "STORE-1 REMOVE of a bad path");
+        let r = s.watch(c, p, port.arg());
+        if r.status == Status::SUCCESS {
+            let _ = c.raw(call::STORE_UNWATCH, [r.value, 0, 0, 0, 0, 0]);
+        }
+        expect(c, r, Status::INVALID_PARAM, "STORE-1 WATCH of a bad path");
+    }
+    // Nothing was created by the refused writes (STORE-20: no path reaches outside the
+    // subtree; the escapes above were refused, and the root lists none of their names).
+    s.expect_missing(c, b"cf_p", 0, "STORE-1 refused writes created nothing");
+    s.expect_host(c, b"cf_p", None, "STORE-1 refused writes created nothing");
+
+    // A 256-byte path is allowed (the limit is inclusive).
+    let r = s.write(c, &long_ok, b"max", 0);
+    expect(c, r, Status::SUCCESS, "STORE-1 WRITE of a 256-byte path");
+    s.expect_value(c, &long_ok, b"max", 0, "STORE-1 256-byte path");
+    let r = s.remove(c, &long_ok, 0);
+    expect(c, r, Status::SUCCESS, "REMOVE of the 256-byte path");
+    // A path of exactly 256 bytes with components is fine too; 257 is not.
+    let mut nested = [b'b'; 257];
+    for i in (10..257).step_by(10) {
+        if let Some(b) = nested.get_mut(i) {
+            *b = b'/';
+        }
+    }
+    if let Some(n) = nested.get_mut(..256) {
+        let r = s.write(c, n, b"n", 0);
+        expect(
+            c,
+            r,
+            Status::SUCCESS,
+            "STORE-1 WRITE of a 256-byte nested path",
+        );
+    }
+    let r = s.write(c, &nested, b"n", 0);
+    expect(
+        c,
+        r,
+        Status::INVALID_PARAM,
+        "STORE-1 WRITE of a 257-byte nested path",
+    );
+    let r = s.remove(c, b"bbbbbbbbbb", 0);
+    expect(c, r, Status::SUCCESS, "REMOVE of the nested path");
+
+    // STORE-23: path_len above 256 fails with INVALID_PARAM whatever path_gpa is, before any
+    // memory is read (these addresses are outside guest RAM or wrap).
+    let top = ram_top(c);
+    for (gpa_, what) in [
+        (top + 0x10_0000, "beyond RAM"),
+        (u64::MAX - 7, "wrapping"),
+        (top - 8, "straddling the end of RAM"),
+    ] {
+        for (id, name) in [
+            (call::STORE_READ, "READ"),
+            (call::STORE_WRITE, "WRITE"),
+            (call::STORE_LIST, "LIST"),
+            (call::STORE_REMOVE, "REMOVE"),
+        ] {
+            let r = c.raw(id, [gpa_, 257, 0, 0, 0, 0]);
+            c.check(
+                r.status == Status::INVALID_PARAM,
+                format_args!(
+                    "STORE-23 {name} path_len 257 at {what} gpa: expected INVALID_PARAM, got {:?}",
+                    r.status
+                ),
+            );
+        }
+        let r = c.raw(call::STORE_WATCH, [gpa_, 257, port.arg(), 0, 0, 0]);
+        expect(c, r, Status::INVALID_PARAM, "STORE-23 WATCH path_len 257");
+        let r = c.raw(call::STORE_READ, [gpa_, u64::MAX, 0, 0, 0, 0]);
+        expect(
+            c,
+            r,
+            Status::INVALID_PARAM,
+            "STORE-23 READ path_len u64::MAX",
+        );
+    }
+
+    // STORE-24: the empty path is LIST-only.
+    let v = s.s.put(b"v");
+    for (id, args, name) in [
+        (call::STORE_READ, [0, 0, gpa(c, buf), 64, 0, 0], "READ"),
+        (call::STORE_WRITE, [0, 0, gpa(c, v), 1, 0, 0], "WRITE"),
+        (call::STORE_REMOVE, [0, 0, 0, 0, 0, 0], "REMOVE"),
+        (call::STORE_WATCH, [0, 0, port.arg(), 0, 0, 0], "WATCH"),
+    ] {
+        let r = c.raw(id, args);
+        if id == call::STORE_WATCH && r.status == Status::SUCCESS {
+            let _ = c.raw(call::STORE_UNWATCH, [r.value, 0, 0, 0, 0, 0]);
+        }
+        c.check(
+            r.status == Status::INVALID_PARAM,
+            format_args!(
+                "STORE-24 {name} of the empty path: expected INVALID_PARAM, got {:?}",
+                r.status
+            ),
+        );
+    }
+    let r = c.raw(call::STORE_LIST, [0, 0, 0, 0, 0, 0]);
+    c.check(
+        r.status == Status::SUCCESS || r.status == Status::BUFFER_TOO_SMALL,
+        format_args!("STORE-24 LIST of the empty path: {:?}", r.status),
+    );
+    s.drain(c);
+    let _ = ev.clear_pending(port);
+    let _ = c.pv.event_close(port);
+}
+
+fn bad_buffers(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    s.cleanup(c, b"cf_addr");
+    let top = ram_top(c);
+    let p = s.s.put(b"cf_addr/n");
+    let pg = gpa(c, p);
+    let plen = p.len() as u64;
+    let v = s.s.put(b"value");
+    let vg = gpa(c, v);
+    let out = s.s.take(64);
+    let og = gpa(c, out);
+    let bad: [(u64, u64, &str); 4] = [
+        (top + 0x1000, 16, "beyond RAM"),
+        (top - 8, 64, "straddling the end of RAM"),
+        (u64::MAX - 7, 64, "wrapping"),
+        (vg, u64::MAX - vg + 8, "a length that wraps"),
+    ];
+    for (bg, bl, what) in bad {
+        let path_len = if bl > 256 { 8 } else { bl.min(9) };
+        // A bad path buffer.
+        for (id, name) in [
+            (call::STORE_READ, "READ"),
+            (call::STORE_WRITE, "WRITE"),
+            (call::STORE_LIST, "LIST"),
+            (call::STORE_REMOVE, "REMOVE"),
+        ] {
+            if bl > 256 {
+                continue; // path lengths above 256 are STORE-23's.
+            }
+            let r = c.raw(id, [bg, path_len, og, 0, 0, 0]);
+            c.check(
+                r.status == Status::INVALID_ADDRESS,
+                format_args!(
+                    "STORE-4 {name} with the path {what}: expected INVALID_ADDRESS, got {:?}",
+                    r.status
+                ),
+            );
+        }
+        // A bad value buffer (lengths above 4096 are STORE-6's).
+        if bl > 4096 {
+            continue;
+        }
+        let r = c.raw(call::STORE_WRITE, [pg, plen, bg, bl, 0, 0]);
+        c.check(
+            r.status == Status::INVALID_ADDRESS,
+            format_args!(
+                "STORE-4 WRITE with the value {what}: expected INVALID_ADDRESS, got {:?}",
+                r.status
+            ),
+        );
+        s.expect_missing(c, b"cf_addr/n", 0, "STORE-4 refused WRITE created nothing");
+    }
+    // Result buffers: READ and LIST of an existing node into bad buffers.
+    let r = s.write(c, b"cf_addr/n", b"value", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_addr/n");
+    let r = s.write(c, b"cf_addr/n/child", b"c", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_addr/n/child");
+    for (bg, bl, what) in bad {
+        for (id, name) in [(call::STORE_READ, "READ"), (call::STORE_LIST, "LIST")] {
+            let r = c.raw(id, [pg, plen, bg, bl, 0, 0]);
+            c.check(
+                r.status == Status::INVALID_ADDRESS,
+                format_args!(
+                    "STORE-4 {name} into a result buffer {what}: expected INVALID_ADDRESS, \
+                     got {:?}",
+                    r.status
+                ),
+            );
+        }
+    }
+    // WATCH with a bad path buffer.
+    if let Some(ev) = events(c) {
+        if let Some(port) = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC") {
+            for (bg, bl, what) in bad {
+                if bl > 256 {
+                    continue;
+                }
+                let r = c.raw(call::STORE_WATCH, [bg, bl.min(9), port.arg(), 0, 0, 0]);
+                if r.status == Status::SUCCESS {
+                    let _ = c.raw(call::STORE_UNWATCH, [r.value, 0, 0, 0, 0, 0]);
+                }
+                c.check(
+                    r.status == Status::INVALID_ADDRESS,
+                    format_args!(
+                        "STORE-4 WATCH with the path {what}: expected INVALID_ADDRESS, got {:?}",
+                        r.status
+                    ),
+                );
+            }
+            // WATCH_NEXT with an event queued and a bad buffer: INVALID_ADDRESS, event kept.
+            let r = s.watch(c, b"cf_addr/n", port.arg());
+            if expect(c, r, Status::SUCCESS, "WATCH cf_addr/n") {
+                let w = r.value;
+                let r = s.write(c, b"cf_addr/n", b"again", 0);
+                expect(c, r, Status::SUCCESS, "WRITE to fire the watch");
+                for (bg, bl, what) in bad {
+                    let r = c.raw(call::STORE_WATCH_NEXT, [bg, bl, 0, 0, 0, 0]);
+                    c.check(
+                        r.status == Status::INVALID_ADDRESS,
+                        format_args!(
+                            "STORE-4 WATCH_NEXT into a buffer {what}: expected \
+                             INVALID_ADDRESS, got {:?}",
+                            r.status
+                        ),
+                    );
+                }
+                s.expect_event(c, w, b"cf_addr/n", 0, "STORE-4 event kept after refusals");
+                let _ = c.raw(call::STORE_UNWATCH, [w, 0, 0, 0, 0, 0]);
+            }
+            s.drain(c);
+            let _ = ev.clear_pending(port);
+            let _ = c.pv.event_close(port);
+        }
+    }
+    // Zero-length buffers are not checked.
+    let r = c.raw(call::STORE_READ, [pg, plen, u64::MAX - 3, 0, 0, 0]);
+    c.check(
+        r.status == Status::BUFFER_TOO_SMALL && r.value == 5,
+        format_args!(
+            "STORE-4 READ with buf_len 0 at a bad gpa: expected BUFFER_TOO_SMALL 5, got {:?} {}",
+            r.status, r.value
+        ),
+    );
+    let r = c.raw(call::STORE_WRITE, [pg, plen, u64::MAX - 3, 0, 0, 0]);
+    expect(
+        c,
+        r,
+        Status::SUCCESS,
+        "STORE-4 WRITE of an empty value at a bad gpa",
+    );
+    s.expect_value(c, b"cf_addr/n", b"", 0, "STORE-4 empty value written");
+    let r = c.raw(call::STORE_LIST, [pg, plen, top + 0x1000, 0, 0, 0]);
+    c.check(
+        r.status == Status::BUFFER_TOO_SMALL && r.value == 6,
+        format_args!(
+            "STORE-4 LIST with buf_len 0 at a bad gpa: expected BUFFER_TOO_SMALL 6, got {:?} {}",
+            r.status, r.value
+        ),
+    );
+    host_alive(c, "bad STORE buffers");
+    s.cleanup(c, b"cf_addr");
+}
+
+fn value_limits(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    s.cleanup(c, b"cf_val");
+    let big = s.s.take(4097);
+    for (i, b) in big.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let p = s.s.put(b"cf_val/n");
+    let (pg, pl, bg) = (gpa(c, p), p.len() as u64, gpa(c, big));
+    // STORE-19: 4096 bytes is allowed.
+    let r = c.raw(call::STORE_WRITE, [pg, pl, bg, 4096, 0, 0]);
+    expect(c, r, Status::SUCCESS, "STORE-19 WRITE of a 4096-byte value");
+    let back = s.s.take(4200);
+    let r = c.raw(call::STORE_READ, [pg, pl, gpa(c, back), 4200, 0, 0]);
+    c.check(
+        r.status == Status::SUCCESS && r.value == 4096 && back.get(..4096) == big.get(..4096),
+        format_args!(
+            "STORE-19 READ of the 4096-byte value: {:?} {}",
+            r.status, r.value
+        ),
+    );
+    // STORE-6: 4097 bytes is NO_SPACE, changing nothing.
+    let r = c.raw(call::STORE_WRITE, [pg, pl, bg, 4097, 0, 0]);
+    expect(c, r, Status::NO_SPACE, "STORE-6 WRITE of a 4097-byte value");
+    let r = c.raw(call::STORE_READ, [pg, pl, gpa(c, back), 4200, 0, 0]);
+    c.check(
+        r.status == Status::SUCCESS && r.value == 4096 && back.get(..4096) == big.get(..4096),
+        format_args!(
+            "STORE-6 the refused write changed the node: {:?} {}",
+            r.status, r.value
+        ),
+    );
+    let q = s.s.put(b"cf_val/new/leaf");
+    let r = c.raw(
+        call::STORE_WRITE,
+        [gpa(c, q), q.len() as u64, bg, 4097, 0, 0],
+    );
+    expect(
+        c,
+        r,
+        Status::NO_SPACE,
+        "STORE-6 WRITE of a new node with 4097 bytes",
+    );
+    s.expect_missing(
+        c,
+        b"cf_val/new",
+        0,
+        "STORE-6 refused write created no ancestor",
+    );
+    let r = c.raw(call::STORE_WRITE, [pg, pl, bg, 1 << 32, 0, 0]);
+    expect(c, r, Status::NO_SPACE, "STORE-6 WRITE with val_len 2^32");
+    s.cleanup(c, b"cf_val");
+}
+
+fn host_nodes_guest_access(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    s.cleanup(c, b"cf_acc");
+    let r = s.write(c, b"cf_acc", b"", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_acc");
+    for (p, v, a) in [
+        (&b"cf_acc/none"[..], &b"secret"[..], GuestAccess::NONE),
+        (b"cf_acc/ro", b"r", GuestAccess::READ),
+        (b"cf_acc/rw", b"w", GuestAccess::READ_WRITE),
+        (b"cf_acc/sub/deep", b"d", GuestAccess::NONE),
+    ] {
+        let r = s.host_write(c, p, v, a);
+        expect(c, r, Status::SUCCESS, "HARNESS.STORE_HOST_WRITE");
+    }
+    let buf = s.s.take(64);
+    buf.fill(0xAA);
+    // STORE-2: READ and LIST of a NONE node are DENIED (and reveal nothing).
+    let r = s.read(c, b"cf_acc/none", buf, 0);
+    expect(c, r, Status::DENIED, "STORE-2 READ of a NONE node");
+    c.check(
+        buf.iter().all(|b| *b == 0xAA),
+        format_args!("STORE-2 a DENIED READ wrote into the buffer"),
+    );
+    let r = s.list(c, b"cf_acc/none", buf, 0);
+    expect(c, r, Status::DENIED, "STORE-2 LIST of a NONE node");
+    s.expect_value(c, b"cf_acc/ro", b"r", 0, "STORE-2 READ of a READ node");
+    let r = s.list(c, b"cf_acc/ro", buf, 0);
+    c.check(
+        r.status == Status::SUCCESS && r.value == 0,
+        format_args!("STORE-2 LIST of a READ node: {:?}", r.status),
+    );
+    s.expect_value(
+        c,
+        b"cf_acc/rw",
+        b"w",
+        0,
+        "STORE-2 READ of a READ_WRITE node",
+    );
+
+    // STORE-25: WRITE and REMOVE of NONE and READ nodes are DENIED.
+    for p in [&b"cf_acc/none"[..], b"cf_acc/ro"] {
+        let r = s.write(c, p, b"x", 0);
+        expect(c, r, Status::DENIED, "STORE-25 WRITE of a NONE/READ node");
+        let r = s.remove(c, p, 0);
+        expect(c, r, Status::DENIED, "STORE-25 REMOVE of a NONE/READ node");
+    }
+    s.expect_host(
+        c,
+        b"cf_acc/none",
+        Some(b"secret"),
+        "STORE-25 node unchanged",
+    );
+    s.expect_host(c, b"cf_acc/ro", Some(b"r"), "STORE-25 node unchanged");
+    // STORE-5: a guest write to a READ_WRITE host node succeeds and keeps its ownership
+    // (the host's view shows the value).
+    let r = s.write(c, b"cf_acc/rw", b"guest", 0);
+    expect(c, r, Status::SUCCESS, "STORE-5 WRITE of a READ_WRITE node");
+    s.expect_host(
+        c,
+        b"cf_acc/rw",
+        Some(b"guest"),
+        "STORE-5 host sees the write",
+    );
+
+    // STORE-26: creating below a host node without READ_WRITE is DENIED.
+    for p in [
+        &b"cf_acc/ro/child"[..],
+        b"cf_acc/none/child",
+        b"cf_acc/none/a/b",
+        b"cf_acc/sub/deep/x",
+    ] {
+        let r = s.write(c, p, b"x", 0);
+        c.check(
+            r.status == Status::DENIED,
+            format_args!(
+                "STORE-26 WRITE {} below a host node without READ_WRITE: expected DENIED, got {:?}",
+                Show(p),
+                r.status
+            ),
+        );
+    }
+    s.expect_host(c, b"cf_acc/ro/child", None, "STORE-26 nothing created");
+    s.expect_host(c, b"cf_acc/none/a", None, "STORE-26 nothing created");
+    let r = s.write(c, b"cf_acc/rw/child", b"ok", 0);
+    expect(
+        c,
+        r,
+        Status::SUCCESS,
+        "STORE-26 WRITE below a READ_WRITE node",
+    );
+
+    // STORE-27: removing a subtree with a NONE/READ node is DENIED and removes nothing.
+    let r = s.remove(c, b"cf_acc", 0);
+    expect(
+        c,
+        r,
+        Status::DENIED,
+        "STORE-27 REMOVE of a subtree holding NONE nodes",
+    );
+    s.expect_host(
+        c,
+        b"cf_acc/rw/child",
+        Some(b"ok"),
+        "STORE-27 nothing removed",
+    );
+    s.expect_host(c, b"cf_acc/rw", Some(b"guest"), "STORE-27 nothing removed");
+    s.expect_host(
+        c,
+        b"cf_acc/none",
+        Some(b"secret"),
+        "STORE-27 nothing removed",
+    );
+    let r = s.remove(c, b"cf_acc/sub", 0);
+    expect(
+        c,
+        r,
+        Status::DENIED,
+        "STORE-27 REMOVE of a parent of a NONE node",
+    );
+    s.expect_host(
+        c,
+        b"cf_acc/sub/deep",
+        Some(b"d"),
+        "STORE-27 nothing removed",
+    );
+
+    // Clean up: the host hands the nodes over, the guest removes them.
+    for p in [
+        &b"cf_acc/none"[..],
+        b"cf_acc/ro",
+        b"cf_acc/sub",
+        b"cf_acc/sub/deep",
+    ] {
+        let r = s.host_write(c, p, b"", GuestAccess::READ_WRITE);
+        expect(c, r, Status::SUCCESS, "cleanup HARNESS.STORE_HOST_WRITE");
+    }
+    let r = s.remove(c, b"cf_acc", 0);
+    expect(c, r, Status::SUCCESS, "cleanup REMOVE cf_acc");
+}
+
+/// Counts the nodes of the subtree at `path` (the node itself excluded), walking with
+/// LIST; a node the guest may not list counts as a leaf.
+fn count_nodes(c: &mut Ctx<'_>, s: &mut St, path: &mut [u8; 300], len: usize, depth: u32) -> u64 {
+    let pg = gpa(c, s.s.put(path.get(..len).unwrap_or(&[])));
+    let r = c.raw(call::STORE_LIST, [pg, len as u64, 0, 0, 0, 0]);
+    if r.status != Status::BUFFER_TOO_SMALL || depth > 32 {
+        return 0;
+    }
+    let buf = s.s.take(r.value as usize);
+    let r = c.raw(
+        call::STORE_LIST,
+        [pg, len as u64, gpa(c, buf), buf.len() as u64, 0, 0],
+    );
+    if r.status != Status::SUCCESS {
+        return 0;
+    }
+    let names: &'static [u8] = buf;
+    let names = names.get(..r.value as usize).unwrap_or(&[]);
+    let mut n = 0;
+    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        n += 1;
+        let mut l = len;
+        if l > 0 {
+            if let Some(b) = path.get_mut(l) {
+                *b = b'/';
+            }
+            l += 1;
+        }
+        let end = l + name.len();
+        if let Some(d) = path.get_mut(l..end) {
+            d.copy_from_slice(name);
+            n += count_nodes(c, s, path, end, depth + 1);
+        }
+    }
+    n
+}
+
+fn node_quota(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    // Enough scratch for a thousand paths.
+    let Some(big) = Scratch::new(c, 256 * 1024) else {
+        return;
+    };
+    s.cleanup(c, b"cf_q");
+    let mut path = [0u8; 300];
+    let existing = count_nodes(c, &mut s, &mut path, 0, 0);
+    s.s = big;
+    let r = s.write(c, b"cf_q", b"", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_q");
+    let room = u64::from(MAX_ENTRIES).saturating_sub(existing + 1);
+    let mut made = 0u64;
+    let mut last = Status::SUCCESS;
+    let mut name = *b"cf_q/n0000";
+    for i in 0..(MAX_ENTRIES as u64 + 8) {
+        let digits = [
+            b'0' + (i / 1000 % 10) as u8,
+            b'0' + (i / 100 % 10) as u8,
+            b'0' + (i / 10 % 10) as u8,
+            b'0' + (i % 10) as u8,
+        ];
+        if let Some(d) = name.get_mut(6..10) {
+            d.copy_from_slice(&digits);
+        }
+        let p = s.s.put(&name);
+        let v = s.s.put(b"");
+        let r = c.raw(
+            call::STORE_WRITE,
+            [gpa(c, p), p.len() as u64, gpa(c, v), 0, 0, 0],
+        );
+        last = r.status;
+        if r.status != Status::SUCCESS {
+            break;
+        }
+        made += 1;
+    }
+    c.check(
+        last == Status::NO_SPACE && made == room,
+        format_args!(
+            "STORE-19 node quota: {existing} nodes existed, {made} more created before {last:?}; \
+             expected {room} then NO_SPACE (1024 nodes)"
+        ),
+    );
+    // STORE-29: the refused write changed nothing; a nested new path creates no ancestor.
+    let r = s.write(c, b"cf_q/new/leaf", b"x", 0);
+    expect(
+        c,
+        r,
+        Status::NO_SPACE,
+        "STORE-29 WRITE of a nested new path at quota",
+    );
+    s.expect_missing(
+        c,
+        b"cf_q/new",
+        0,
+        "STORE-29 refused write created an ancestor",
+    );
+    // Overwriting an existing node creates nothing and succeeds.
+    let r = s.write(c, b"cf_q/n0000", b"over", 0);
+    expect(
+        c,
+        r,
+        Status::SUCCESS,
+        "STORE-19 overwrite at the node quota",
+    );
+    // Host writes are not subject to the node quota.
+    let r = s.host_write(c, b"cf_q/host", b"h", GuestAccess::READ_WRITE);
+    expect(
+        c,
+        r,
+        Status::SUCCESS,
+        "STORE-19 host write beyond the node quota",
+    );
+    let r = s.remove(c, b"cf_q", 0);
+    expect(c, r, Status::SUCCESS, "cleanup REMOVE cf_q");
+    // The quota is free again.
+    let r = s.write(c, b"cf_q/again", b"", 0);
+    expect(c, r, Status::SUCCESS, "WRITE after freeing the quota");
+    s.cleanup(c, b"cf_q");
+}
+
+fn watch_fires(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    let Some(ev) = events(c) else { return };
+    let Some(port) = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC") else {
+        return;
+    };
+    s.cleanup(c, b"cf_w");
+    s.drain(c);
+    let _ = take_pending(&ev, port);
+    // STORE-10: a watch on a path that does not exist; nonzero id; nothing fires now.
+    let r = s.watch(c, b"cf_w/a", port.arg());
+    let w1 = r.value;
+    c.check(
+        r.status == Status::SUCCESS && w1 != 0 && w1 <= u64::from(u32::MAX),
+        format_args!("STORE-10 WATCH cf_w/a: {:?} id {w1}", r.status),
+    );
+    c.check(
+        !take_pending(&ev, port),
+        format_args!("STORE-10 registering a watch raised its port"),
+    );
+    s.expect_no_event(c, "STORE-10 registering a watch queued an event");
+
+    // STORE-11: a write below the watch queues one event naming the node written (the
+    // ancestors it creates do not fire separately) and raises the port.
+    let r = s.write(c, b"cf_w/a/b/c", b"1", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_w/a/b/c");
+    c.check(
+        take_pending(&ev, port),
+        format_args!("STORE-11 a write below the watch did not raise the port"),
+    );
+    // STORE-13 + STORE-20: header, relative path, 16 + path_len.
+    s.expect_event(c, w1, b"cf_w/a/b/c", 0, "STORE-11/13 write below");
+    s.expect_no_event(c, "STORE-11 one event per change");
+    // Unchanged value fires too.
+    let r = s.write(c, b"cf_w/a/b/c", b"1", 0);
+    expect(c, r, Status::SUCCESS, "WRITE unchanged value");
+    c.check(
+        take_pending(&ev, port),
+        format_args!("STORE-11 a write of an unchanged value did not raise the port"),
+    );
+    s.expect_event(c, w1, b"cf_w/a/b/c", 0, "STORE-11 unchanged value");
+    // A sibling and an ancestor of the watched path do not fire.
+    let r = s.write(c, b"cf_w/other", b"x", 0);
+    expect(c, r, Status::SUCCESS, "WRITE sibling");
+    let r = s.write(c, b"cf_w", b"x", 0);
+    expect(c, r, Status::SUCCESS, "WRITE ancestor");
+    s.expect_no_event(c, "STORE-11 writes outside the watched subtree");
+    c.check(
+        !take_pending(&ev, port),
+        format_args!("STORE-11 writes outside the watched subtree raised the port"),
+    );
+    // The watched node itself, written by the host.
+    let r = s.host_write(c, b"cf_w/a", b"h", GuestAccess::READ_WRITE);
+    expect(c, r, Status::SUCCESS, "HARNESS.STORE_HOST_WRITE cf_w/a");
+    c.check(
+        take_pending(&ev, port),
+        format_args!("STORE-11 a host write did not raise the port"),
+    );
+    s.expect_event(c, w1, b"cf_w/a", 0, "STORE-11 host write");
+
+    // STORE-35: too small a buffer: BUFFER_TOO_SMALL with the size, event kept.
+    let r = s.write(c, b"cf_w/a/b", b"2", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_w/a/b");
+    let small = s.s.take(16 + 7);
+    for len in [0usize, 8, 16, 23] {
+        let r = c.raw(
+            call::STORE_WATCH_NEXT,
+            [gpa(c, small), len as u64, 0, 0, 0, 0],
+        );
+        c.check(
+            r.status == Status::BUFFER_TOO_SMALL && r.value == 24,
+            format_args!(
+                "STORE-35 WATCH_NEXT with buf_len {len}: expected BUFFER_TOO_SMALL 24, got {:?} {}",
+                r.status, r.value
+            ),
+        );
+    }
+    s.expect_event(c, w1, b"cf_w/a/b", 0, "STORE-35 event kept");
+
+    // Two watches, one change: one event each; UNWATCH discards a watch's queued events.
+    let r = s.watch(c, b"cf_w/a/b", port.arg());
+    let w2 = r.value;
+    c.check(
+        r.status == Status::SUCCESS && w2 != 0 && w2 != w1,
+        format_args!("STORE-10 second WATCH: {:?} id {w2} (first {w1})", r.status),
+    );
+    let r = s.write(c, b"cf_w/a/b", b"3", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_w/a/b");
+    let r = c.raw(call::STORE_UNWATCH, [w1, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::SUCCESS, "STORE-12 UNWATCH w1");
+    s.expect_event(c, w2, b"cf_w/a/b", 0, "STORE-12 only w2's event remains");
+    s.expect_no_event(c, "STORE-12 w1's queued event was discarded");
+    let r = c.raw(call::STORE_UNWATCH, [w1, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::NOT_FOUND, "STORE-12 second UNWATCH");
+    let r = s.write(c, b"cf_w/a/b", b"4", 0);
+    expect(c, r, Status::SUCCESS, "WRITE after UNWATCH");
+    s.expect_event(c, w2, b"cf_w/a/b", 0, "STORE-12 w2 still fires");
+    s.expect_no_event(c, "STORE-12 unwatched w1 does not fire");
+    for bogus in [0u64, 0xDEAD_BEEF, w2 + 1000] {
+        let r = c.raw(call::STORE_UNWATCH, [bogus, 0, 0, 0, 0, 0]);
+        expect(c, r, Status::NOT_FOUND, "STORE-12 UNWATCH of an unknown id");
+    }
+
+    // A removal fires the watches inside the removed subtree, naming the removed node.
+    let _ = take_pending(&ev, port);
+    let r = s.remove(c, b"cf_w", 0);
+    expect(c, r, Status::SUCCESS, "REMOVE cf_w");
+    c.check(
+        take_pending(&ev, port),
+        format_args!("STORE-11 a removal did not raise the port"),
+    );
+    s.expect_event(c, w2, b"cf_w", 0, "STORE-11 removal of an ancestor");
+    s.expect_no_event(c, "STORE-11 one event per watch");
+    // STORE-13: an empty queue is NOT_FOUND.
+    s.expect_no_event(c, "STORE-13 empty queue");
+    let r = c.raw(call::STORE_UNWATCH, [w2, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::SUCCESS, "UNWATCH w2");
+    let _ = take_pending(&ev, port);
+    let _ = c.pv.event_close(port);
+}
+
+fn watch_bad_ports(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    if events(c).is_none() {
+        return;
+    }
+    for port in [0u64, 1024, 4096, u64::MAX, 1 << 32] {
+        let r = s.watch(c, b"cf_wp", port);
+        if r.status == Status::SUCCESS {
+            let _ = c.raw(call::STORE_UNWATCH, [r.value, 0, 0, 0, 0, 0]);
+        }
+        c.check(
+            r.status == Status::INVALID_PARAM,
+            format_args!(
+                "STORE-32 WATCH with port {port:#x}: expected INVALID_PARAM, got {:?}",
+                r.status
+            ),
+        );
+    }
+    let Some(port) = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC") else {
+        return;
+    };
+    let _ = c.expect_ok(c.pv.event_close(port), "EVENT.CLOSE");
+    for p in [port.arg(), 1023] {
+        let r = s.watch(c, b"cf_wp", p);
+        if r.status == Status::SUCCESS {
+            let _ = c.raw(call::STORE_UNWATCH, [r.value, 0, 0, 0, 0, 0]);
+        }
+        c.check(
+            r.status == Status::NOT_FOUND,
+            format_args!(
+                "STORE-33 WATCH with unallocated port {p}: expected NOT_FOUND, got {:?}",
+                r.status
+            ),
+        );
+    }
+}
+
+fn watch_on_closed_port(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    let Some(ev) = events(c) else { return };
+    let Some(port) = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC") else {
+        return;
+    };
+    s.cleanup(c, b"cf_wc");
+    s.drain(c);
+    let r = s.watch(c, b"cf_wc", port.arg());
+    if !expect(c, r, Status::SUCCESS, "WATCH cf_wc") {
+        let _ = c.pv.event_close(port);
+        return;
+    }
+    let w = r.value;
+    let _ = c.expect_ok(c.pv.event_close(port), "EVENT.CLOSE of the watch's port");
+    let _ = take_pending(&ev, port);
+    let r = s.write(c, b"cf_wc", b"x", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_wc");
+    c.check(
+        !take_pending(&ev, port),
+        format_args!("STORE-22 a watch on a closed port raised it"),
+    );
+    // The watch stays registered with its queued event.
+    s.expect_event(c, w, b"cf_wc", 0, "STORE-22 event queued for a closed port");
+    let r = s.write(c, b"cf_wc", b"y", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_wc");
+    let r = c.raw(call::STORE_UNWATCH, [w, 0, 0, 0, 0, 0]);
+    expect(
+        c,
+        r,
+        Status::SUCCESS,
+        "STORE-22 UNWATCH of a watch whose port closed",
+    );
+    s.expect_no_event(c, "STORE-22 UNWATCH discarded the queued event");
+    s.cleanup(c, b"cf_wc");
+}
+
+fn watch_queue_overflow(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    let Some(ev) = events(c) else { return };
+    let Some(port) = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC") else {
+        return;
+    };
+    s.cleanup(c, b"cf_wq");
+    s.drain(c);
+    let r = s.watch(c, b"cf_wq", port.arg());
+    if !expect(c, r, Status::SUCCESS, "WATCH cf_wq") {
+        let _ = c.pv.event_close(port);
+        return;
+    }
+    let w = r.value;
+    let p = s.s.put(b"cf_wq");
+    let v = s.s.put(b"v");
+    let args = [gpa(c, p), p.len() as u64, gpa(c, v), 1, 0, 0];
+    let mut ok = 0;
+    for _ in 0..MAX_WATCH_EVENTS {
+        if c.raw(call::STORE_WRITE, args).status == Status::SUCCESS {
+            ok += 1;
+        }
+    }
+    c.check(
+        ok == MAX_WATCH_EVENTS,
+        format_args!("{ok} of {MAX_WATCH_EVENTS} writes succeeded"),
+    );
+    // The dropped events still raise the port.
+    let _ = take_pending(&ev, port);
+    for _ in 0..3 {
+        let r = c.raw(call::STORE_WRITE, args);
+        expect(c, r, Status::SUCCESS, "WRITE beyond the queue limit");
+    }
+    c.check(
+        take_pending(&ev, port),
+        format_args!("STORE-14 a dropped event did not raise the port"),
+    );
+    s.expect_event(c, w, b"cf_wq", 3, "STORE-14 first event reports 3 dropped");
+    s.expect_event(c, w, b"cf_wq", 0, "STORE-14 count reset");
+    let rest = s.drain(c);
+    c.check(
+        rest == MAX_WATCH_EVENTS as usize - 2,
+        format_args!(
+            "STORE-14 queue held {} events, expected {MAX_WATCH_EVENTS}",
+            rest + 2
+        ),
+    );
+    let _ = c.raw(call::STORE_UNWATCH, [w, 0, 0, 0, 0, 0]);
+    let _ = take_pending(&ev, port);
+    let _ = c.pv.event_close(port);
+    s.cleanup(c, b"cf_wq");
+}
+
+fn watch_quota(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    if events(c).is_none() {
+        return;
+    }
+    let Some(port) = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC") else {
+        return;
+    };
+    let p = s.s.put(b"cf_wquota");
+    let args = [gpa(c, p), p.len() as u64, port.arg(), 0, 0, 0];
+    let mut ids = [0u64; MAX_WATCHES as usize + 8];
+    let mut n = 0;
+    let mut last = Status::SUCCESS;
+    for slot in ids.iter_mut() {
+        let r = c.raw(call::STORE_WATCH, args);
+        last = r.status;
+        if r.status != Status::SUCCESS {
+            break;
+        }
+        *slot = r.value;
+        n += 1;
+    }
+    c.check(
+        n == MAX_WATCHES && last == Status::NO_SPACE,
+        format_args!("STORE-34 {n} watches before {last:?}; expected {MAX_WATCHES} then NO_SPACE"),
+    );
+    // Ids are distinct and nonzero.
+    let held = ids.get(..n as usize).unwrap_or(&[]);
+    let distinct = held
+        .iter()
+        .enumerate()
+        .all(|(i, a)| *a != 0 && held.iter().skip(i + 1).all(|b| b != a));
+    c.check(distinct, format_args!("STORE-10 watch ids not distinct"));
+    for &w in held {
+        let _ = c.raw(call::STORE_UNWATCH, [w, 0, 0, 0, 0, 0]);
+    }
+    let r = c.raw(call::STORE_WATCH, args);
+    expect(c, r, Status::SUCCESS, "WATCH after freeing the watch quota");
+    let _ = c.raw(call::STORE_UNWATCH, [r.value, 0, 0, 0, 0, 0]);
+    let _ = c.pv.event_close(port);
+}
+
+fn txn_supported(c: &mut Ctx<'_>) -> bool {
+    if has(c, Features::STORE_TXN) {
+        true
+    } else {
+        c.skip(format_args!(
+            "the host does not set the STORE_TXN feature bit"
+        ));
+        false
+    }
+}
+
+fn txn_start(c: &mut Ctx<'_>) -> Option<u64> {
+    let r = c.raw(call::STORE_TXN_START, [0; 6]);
+    c.check(
+        r.status == Status::SUCCESS && r.value != 0 && r.value <= u64::from(u32::MAX),
+        format_args!("STORE-15 TXN_START: {:?} id {:#x}", r.status, r.value),
+    )
+    .then_some(r.value)
+}
+
+fn txn_commit_abort(c: &mut Ctx<'_>) {
+    if !txn_supported(c) {
+        return;
+    }
+    let Some(mut s) = St::new(c) else { return };
+    let Some(ev) = events(c) else { return };
+    let Some(port) = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC") else {
+        return;
+    };
+    s.cleanup(c, b"cf_t");
+    s.drain(c);
+    let r = s.write(c, b"cf_t/a", b"old", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_t/a");
+    let r = s.watch(c, b"cf_t", port.arg());
+    expect(c, r, Status::SUCCESS, "WATCH cf_t");
+    let w = r.value;
+    let _ = take_pending(&ev, port);
+
+    let Some(t) = txn_start(c) else { return };
+    s.expect_value(c, b"cf_t/a", b"old", t, "STORE-17 READ in the transaction");
+    let r = s.write(c, b"cf_t/a", b"new", t);
+    expect(c, r, Status::SUCCESS, "WRITE cf_t/a in the transaction");
+    let r = s.write(c, b"cf_t/b", b"bee", t);
+    expect(c, r, Status::SUCCESS, "WRITE cf_t/b in the transaction");
+    // STORE-17: the transaction sees its own changes; nobody else does.
+    s.expect_value(c, b"cf_t/a", b"new", t, "STORE-17 own change");
+    s.expect_value(c, b"cf_t/b", b"bee", t, "STORE-17 own new node");
+    s.expect_value(c, b"cf_t/a", b"old", 0, "STORE-17 invisible outside");
+    s.expect_missing(c, b"cf_t/b", 0, "STORE-17 invisible outside");
+    s.expect_host(c, b"cf_t/a", Some(b"old"), "STORE-17 invisible to the host");
+    s.expect_host(c, b"cf_t/b", None, "STORE-17 invisible to the host");
+    match s.names(c, b"cf_t", t) {
+        Ok(n) => c.check(
+            n == b"a\0b\0",
+            format_args!("STORE-17 LIST in the transaction: {:?}", Show(n)),
+        ),
+        Err(e) => c.check(
+            false,
+            format_args!("STORE-17 LIST in the transaction: {e:?}"),
+        ),
+    };
+    match s.names(c, b"cf_t", 0) {
+        Ok(n) => c.check(
+            n == b"a\0",
+            format_args!("STORE-17 LIST outside: {:?}", Show(n)),
+        ),
+        Err(e) => c.check(false, format_args!("STORE-17 LIST outside: {e:?}")),
+    };
+    // STORE-11: nothing fires before the commit.
+    c.check(
+        !take_pending(&ev, port),
+        format_args!("STORE-11 a change in an open transaction raised the watch port"),
+    );
+    s.expect_no_event(c, "STORE-11 a change in an open transaction fired");
+    // STORE-16: commit applies everything.
+    let r = c.raw(call::STORE_TXN_COMMIT, [t, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::SUCCESS, "STORE-16 TXN_COMMIT");
+    s.expect_value(c, b"cf_t/a", b"new", 0, "STORE-16 committed");
+    s.expect_value(c, b"cf_t/b", b"bee", 0, "STORE-16 committed");
+    c.check(
+        take_pending(&ev, port),
+        format_args!("STORE-11 the commit did not raise the watch port"),
+    );
+    let fired = s.drain(c);
+    c.check(
+        fired == 2,
+        format_args!("STORE-11 the commit of two writes queued {fired} events, expected 2"),
+    );
+    // STORE-37 / STORE-31: the transaction is over.
+    let r = c.raw(call::STORE_TXN_COMMIT, [t, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::NOT_FOUND, "STORE-37 second TXN_COMMIT");
+    let r = c.raw(call::STORE_TXN_ABORT, [t, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::NOT_FOUND, "STORE-37 TXN_ABORT after commit");
+    let r = s.read(c, b"cf_t/a", &mut [], t);
+    expect(
+        c,
+        r,
+        Status::NOT_FOUND,
+        "STORE-31 READ with a committed txn",
+    );
+    let r = s.write(c, b"cf_t/a", b"x", t);
+    expect(
+        c,
+        r,
+        Status::NOT_FOUND,
+        "STORE-31 WRITE with a committed txn",
+    );
+    s.expect_value(
+        c,
+        b"cf_t/a",
+        b"new",
+        0,
+        "STORE-31 refused write changed nothing",
+    );
+
+    // STORE-18: abort discards.
+    let Some(t2) = txn_start(c) else { return };
+    c.check(
+        t2 != t,
+        format_args!("STORE-15 a new transaction reused an id"),
+    );
+    let r = s.write(c, b"cf_t/c", b"c", t2);
+    expect(c, r, Status::SUCCESS, "WRITE cf_t/c in t2");
+    let r = s.remove(c, b"cf_t/a", t2);
+    expect(c, r, Status::SUCCESS, "REMOVE cf_t/a in t2");
+    s.expect_missing(c, b"cf_t/a", t2, "STORE-17 removal seen inside");
+    s.expect_value(
+        c,
+        b"cf_t/a",
+        b"new",
+        0,
+        "STORE-17 removal invisible outside",
+    );
+    let r = c.raw(call::STORE_TXN_ABORT, [t2, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::SUCCESS, "STORE-18 TXN_ABORT");
+    s.expect_missing(c, b"cf_t/c", 0, "STORE-18 aborted write discarded");
+    s.expect_value(
+        c,
+        b"cf_t/a",
+        b"new",
+        0,
+        "STORE-18 aborted removal discarded",
+    );
+    let r = c.raw(call::STORE_TXN_ABORT, [t2, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::NOT_FOUND, "STORE-18 second TXN_ABORT");
+    let r = c.raw(call::STORE_TXN_COMMIT, [t2, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::NOT_FOUND, "STORE-37 TXN_COMMIT after abort");
+    s.expect_no_event(c, "STORE-11 an aborted transaction fired");
+
+    // A removal in a transaction applies at commit.
+    if let Some(t3) = txn_start(c) {
+        let r = s.remove(c, b"cf_t/b", t3);
+        expect(c, r, Status::SUCCESS, "REMOVE cf_t/b in t3");
+        s.expect_value(
+            c,
+            b"cf_t/b",
+            b"bee",
+            0,
+            "STORE-17 removal invisible before commit",
+        );
+        let r = c.raw(call::STORE_TXN_COMMIT, [t3, 0, 0, 0, 0, 0]);
+        expect(c, r, Status::SUCCESS, "STORE-16 commit of a removal");
+        s.expect_missing(c, b"cf_t/b", 0, "STORE-16 committed removal");
+    }
+
+    // STORE-9: ids are 32-bit; 0 is no transaction.
+    let r = s.read(c, b"cf_t/a", &mut [], 1 << 32);
+    expect(c, r, Status::INVALID_PARAM, "STORE-9 READ with txn 2^32");
+    let r = s.write(c, b"cf_t/a", b"z", u64::MAX);
+    expect(
+        c,
+        r,
+        Status::INVALID_PARAM,
+        "STORE-9 WRITE with txn u64::MAX",
+    );
+    let r = s.list(c, b"cf_t", &mut [], (1 << 32) | t);
+    expect(
+        c,
+        r,
+        Status::INVALID_PARAM,
+        "STORE-9 LIST with txn above 32 bits",
+    );
+    let r = s.remove(c, b"cf_t/a", 1 << 40);
+    expect(c, r, Status::INVALID_PARAM, "STORE-9 REMOVE with txn 2^40");
+    for (id, name) in [
+        (call::STORE_TXN_COMMIT, "TXN_COMMIT"),
+        (call::STORE_TXN_ABORT, "TXN_ABORT"),
+    ] {
+        for arg in [0u64, 1 << 32, u64::MAX] {
+            let r = c.raw(id, [arg, 0, 0, 0, 0, 0]);
+            c.check(
+                r.status == Status::INVALID_PARAM,
+                format_args!(
+                    "STORE-9 {name}({arg:#x}): expected INVALID_PARAM, got {:?}",
+                    r.status
+                ),
+            );
+        }
+    }
+    s.expect_value(
+        c,
+        b"cf_t/a",
+        b"new",
+        0,
+        "STORE-9 refused calls changed nothing",
+    );
+    // STORE-31: an id that was never handed out.
+    let r = s.read(c, b"cf_t/a", &mut [], 0xFFFF_FF00);
+    expect(c, r, Status::NOT_FOUND, "STORE-31 READ with an unknown txn");
+
+    let _ = c.raw(call::STORE_UNWATCH, [w, 0, 0, 0, 0, 0]);
+    s.drain(c);
+    let _ = take_pending(&ev, port);
+    let _ = c.pv.event_close(port);
+    s.cleanup(c, b"cf_t");
+}
+
+fn txn_conflict(c: &mut Ctx<'_>) {
+    if !txn_supported(c) {
+        return;
+    }
+    let Some(mut s) = St::new(c) else { return };
+    s.cleanup(c, b"cf_c");
+    let r = s.write(c, b"cf_c/n", b"0", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_c/n");
+
+    // Two transactions read and write the same node: the second commit conflicts.
+    let (Some(t1), Some(t2)) = (txn_start(c), txn_start(c)) else {
+        return;
+    };
+    s.expect_value(c, b"cf_c/n", b"0", t1, "READ in t1");
+    s.expect_value(c, b"cf_c/n", b"0", t2, "READ in t2");
+    let r = s.write(c, b"cf_c/n", b"1", t1);
+    expect(c, r, Status::SUCCESS, "WRITE in t1");
+    let r = s.write(c, b"cf_c/n", b"2", t2);
+    expect(c, r, Status::SUCCESS, "WRITE in t2");
+    let r = s.write(c, b"cf_c/t2only", b"x", t2);
+    expect(c, r, Status::SUCCESS, "WRITE of a second node in t2");
+    let r = c.raw(call::STORE_TXN_COMMIT, [t1, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::SUCCESS, "STORE-16 commit of t1");
+    let r = c.raw(call::STORE_TXN_COMMIT, [t2, 0, 0, 0, 0, 0]);
+    expect(
+        c,
+        r,
+        Status::CONFLICT,
+        "STORE-16 commit of t2 after t1 changed its node",
+    );
+    s.expect_value(
+        c,
+        b"cf_c/n",
+        b"1",
+        0,
+        "STORE-16 the conflicting commit applied nothing",
+    );
+    s.expect_missing(
+        c,
+        b"cf_c/t2only",
+        0,
+        "STORE-16 the conflicting commit applied nothing",
+    );
+    let r = c.raw(call::STORE_TXN_ABORT, [t2, 0, 0, 0, 0, 0]);
+    expect(
+        c,
+        r,
+        Status::NOT_FOUND,
+        "STORE-16 a conflicting commit ends the transaction",
+    );
+
+    // A host write in between conflicts too.
+    if let Some(t3) = txn_start(c) {
+        s.expect_value(c, b"cf_c/n", b"1", t3, "READ in t3");
+        let r = s.write(c, b"cf_c/m", b"m", t3);
+        expect(c, r, Status::SUCCESS, "WRITE in t3");
+        let r = s.host_write(c, b"cf_c/n", b"host", GuestAccess::READ_WRITE);
+        expect(c, r, Status::SUCCESS, "HARNESS.STORE_HOST_WRITE cf_c/n");
+        // STORE-17: the snapshot does not move.
+        s.expect_value(
+            c,
+            b"cf_c/n",
+            b"1",
+            t3,
+            "STORE-17 snapshot after a host write",
+        );
+        let r = c.raw(call::STORE_TXN_COMMIT, [t3, 0, 0, 0, 0, 0]);
+        expect(c, r, Status::CONFLICT, "STORE-16 commit after a host write");
+        s.expect_missing(
+            c,
+            b"cf_c/m",
+            0,
+            "STORE-16 conflicting commit applied nothing",
+        );
+    }
+    // A node found missing that someone else creates.
+    if let Some(t4) = txn_start(c) {
+        s.expect_missing(c, b"cf_c/late", t4, "READ of a missing node in t4");
+        let r = s.write(c, b"cf_c/z", b"z", t4);
+        expect(c, r, Status::SUCCESS, "WRITE in t4");
+        let r = s.write(c, b"cf_c/late", b"l", 0);
+        expect(c, r, Status::SUCCESS, "WRITE cf_c/late outside t4");
+        s.expect_missing(
+            c,
+            b"cf_c/late",
+            t4,
+            "STORE-17 snapshot keeps the node missing",
+        );
+        let r = c.raw(call::STORE_TXN_COMMIT, [t4, 0, 0, 0, 0, 0]);
+        expect(
+            c,
+            r,
+            Status::CONFLICT,
+            "STORE-16 commit after a missing node appeared",
+        );
+        s.expect_missing(
+            c,
+            b"cf_c/z",
+            0,
+            "STORE-16 conflicting commit applied nothing",
+        );
+    }
+    s.cleanup(c, b"cf_c");
+}
+
+fn txn_quota(c: &mut Ctx<'_>) {
+    if !txn_supported(c) {
+        return;
+    }
+    let mut ids = [0u64; MAX_TRANSACTIONS as usize + 4];
+    let mut n = 0;
+    let mut last = Status::SUCCESS;
+    for slot in ids.iter_mut() {
+        let r = c.raw(call::STORE_TXN_START, [0; 6]);
+        last = r.status;
+        if r.status != Status::SUCCESS {
+            break;
+        }
+        *slot = r.value;
+        n += 1;
+    }
+    c.check(
+        n == MAX_TRANSACTIONS && last == Status::NO_SPACE,
+        format_args!(
+            "STORE-15 {n} transactions opened before {last:?}; expected {MAX_TRANSACTIONS} then \
+             NO_SPACE"
+        ),
+    );
+    let held = ids.get(..n as usize).unwrap_or(&[]);
+    c.check(
+        held.iter().all(|t| *t != 0 && *t <= u64::from(u32::MAX)),
+        format_args!("STORE-15 a transaction id is 0 or above 32 bits"),
+    );
+    for &t in held {
+        let r = c.raw(call::STORE_TXN_ABORT, [t, 0, 0, 0, 0, 0]);
+        expect(c, r, Status::SUCCESS, "TXN_ABORT");
+    }
+    if let Some(t) = txn_start(c) {
+        let r = c.raw(call::STORE_TXN_ABORT, [t, 0, 0, 0, 0, 0]);
+        expect(c, r, Status::SUCCESS, "TXN_ABORT after freeing the quota");
+    }
+}
+
+fn txn_feature_absent(c: &mut Ctx<'_>) {
+    if has(c, Features::STORE_TXN) {
+        c.skip(format_args!(
+            "the host sets STORE_TXN; STORE-36 concerns hosts without it"
+        ));
+        return;
+    }
+    let Some(mut s) = St::new(c) else { return };
+    for (id, arg, name) in [
+        (call::STORE_TXN_START, 0, "TXN_START"),
+        (call::STORE_TXN_COMMIT, 1, "TXN_COMMIT"),
+        (call::STORE_TXN_ABORT, 1, "TXN_ABORT"),
+    ] {
+        let r = c.raw(id, [arg, 0, 0, 0, 0, 0]);
+        c.check(
+            r.status == Status::NOT_SUPPORTED,
+            format_args!(
+                "STORE-36 {name}: expected NOT_SUPPORTED, got {:?}",
+                r.status
+            ),
+        );
+    }
+    let r = s.read(c, b"cf_nt", &mut [], 1);
+    expect(c, r, Status::NOT_SUPPORTED, "STORE-36 READ with txn 1");
+    let r = s.write(c, b"cf_nt", b"x", 1);
+    expect(c, r, Status::NOT_SUPPORTED, "STORE-36 WRITE with txn 1");
+    s.expect_missing(c, b"cf_nt", 0, "STORE-36 refused write changed nothing");
+}
