@@ -540,7 +540,7 @@ fn extra_arguments_ignored(c: &mut Ctx<'_>) {
         r.status.is_success() && r.value == 1,
         format_args!("CONSOLE.WRITE_BYTE with junk in registers 1..5: {r:?}"),
     );
-    let mark = [b'.'];
+    let mark = *b".";
     tail_is(c, &mark, "after CONSOLE.WRITE_BYTE with junk arguments");
     // CONSOLE.WRITE takes two arguments; registers 2..5 hold addresses outside RAM.
     if let Some(b) = c.buf(4, 1) {

@@ -43,9 +43,24 @@ pub const CASES: &[Case] = &[
         run: features_agree,
     },
     Case {
-        name: "discovery::cpuid_leaves",
-        clauses: "DISC-5,DISC-6,DISC-7,DISC-8,DISC-16",
-        run: cpuid_leaves,
+        name: "discovery::cpuid_signature",
+        clauses: "DISC-5,DISC-6",
+        run: cpuid_signature,
+    },
+    Case {
+        name: "discovery::cpuid_gate_leaf",
+        clauses: "DISC-7",
+        run: cpuid_gate_leaf,
+    },
+    Case {
+        name: "discovery::cpuid_feature_leaf",
+        clauses: "DISC-8",
+        run: cpuid_feature_leaf,
+    },
+    Case {
+        name: "discovery::cpuid_agrees_with_boot_info",
+        clauses: "DISC-16",
+        run: cpuid_agrees_with_boot_info,
     },
     Case {
         name: "discovery::shim_order",
@@ -398,30 +413,16 @@ fn features_agree(c: &mut Ctx<'_>) {
     }
 }
 
-fn cpuid_leaves(c: &mut Ctx<'_>) {
+/// The signature leaf when CPUID can reach the host here; otherwise a skip.
+fn cpuid_or_skip(c: &mut Ctx<'_>) -> Option<u32> {
     if c.platform.in_process() {
         c.skip(format_args!(
             "in-process the CPUID instruction describes the machine the host runs on, not the host"
         ));
-        return;
+        return None;
     }
-    // DISC-5: exactly one signature leaf in the sequence.
-    let sig = cpuid_signature_regs();
-    let mut found = 0;
-    let mut base = None;
-    let mut leaf = CPUID_BASE_FIRST;
-    loop {
-        let [_, b, cx, d] = native_cpuid(leaf);
-        if [b, cx, d] == sig {
-            found += 1;
-            base.get_or_insert(leaf);
-        }
-        if leaf == pvabi::discovery::CPUID_BASE_LAST {
-            break;
-        }
-        leaf += CPUID_BASE_STEP;
-    }
-    let Some(base) = base else {
+    let base = cpuid_base(c);
+    if base.is_none() {
         // DISC-16: a host may offer only the boot info.
         c.check(
             c.pv.info().boot_info.is_some(),
@@ -430,8 +431,28 @@ fn cpuid_leaves(c: &mut Ctx<'_>) {
         c.skip(format_args!(
             "the host offers no CPUID discovery (DISC-16 allows boot info only)"
         ));
+    }
+    base
+}
+
+fn cpuid_signature(c: &mut Ctx<'_>) {
+    let Some(base) = cpuid_or_skip(c) else {
         return;
     };
+    // DISC-5: exactly one signature leaf in the sequence.
+    let sig = cpuid_signature_regs();
+    let mut found = 0;
+    let mut leaf = CPUID_BASE_FIRST;
+    loop {
+        let [_, b, cx, d] = native_cpuid(leaf);
+        if [b, cx, d] == sig {
+            found += 1;
+        }
+        if leaf == pvabi::discovery::CPUID_BASE_LAST {
+            break;
+        }
+        leaf += CPUID_BASE_STEP;
+    }
     c.check(
         found == 1,
         format_args!("the signature appears at {found} base leaves"),
@@ -446,7 +467,12 @@ fn cpuid_leaves(c: &mut Ctx<'_>) {
         max >= base + 2,
         format_args!("leaf {base:#x} EAX {max:#x} is below base + 2"),
     );
-    // DISC-7.
+}
+
+fn cpuid_gate_leaf(c: &mut Ctx<'_>) {
+    let Some(base) = cpuid_or_skip(c) else {
+        return;
+    };
     let [ver, kind, plo, phi] = native_cpuid(base + CPUID_LEAF_GATE);
     let param = u64::from(plo) | u64::from(phi) << 32;
     if let Ok(v) = c.pv.abi_version() {
@@ -460,7 +486,21 @@ fn cpuid_leaves(c: &mut Ctx<'_>) {
         kind == g.kind().0,
         format_args!("CPUID gate kind {kind}, the gate in use {}", g.kind().0),
     );
-    // DISC-8.
+    if g.kind() == GateKind::IOPORT {
+        c.check(
+            param == g.param(),
+            format_args!(
+                "CPUID gate parameter {param:#x}, the port in use {:#x}",
+                g.param()
+            ),
+        );
+    }
+}
+
+fn cpuid_feature_leaf(c: &mut Ctx<'_>) {
+    let Some(base) = cpuid_or_skip(c) else {
+        return;
+    };
     let [flo, fhi, count, backend]: CpuidRegs = native_cpuid(base + CPUID_LEAF_FEATURES);
     let features = u64::from(flo) | u64::from(fhi) << 32;
     if let Ok(f) = c.pv.get_features() {
@@ -478,21 +518,34 @@ fn cpuid_leaves(c: &mut Ctx<'_>) {
     if let Ok(id) = c.pv.backend_id() {
         c.check(
             backend == id,
-            format_args!("CPUID backend id {backend}, BASE {id}"),
+            format_args!("CPUID EDX (backend id) {backend}, BASE.GET_BACKEND_ID {id}"),
         );
     }
-    // DISC-16: CPUID and the boot info agree.
-    if let Some(bi) = c.pv.info().boot_info {
+}
+
+fn cpuid_agrees_with_boot_info(c: &mut Ctx<'_>) {
+    let Some(base) = cpuid_or_skip(c) else {
+        return;
+    };
+    let Some(bi) = c.pv.info().boot_info else {
+        c.skip(format_args!("no boot info to compare CPUID with"));
+        return;
+    };
+    let [ver, kind, plo, phi] = native_cpuid(base + CPUID_LEAF_GATE);
+    let [flo, fhi, count, backend] = native_cpuid(base + CPUID_LEAF_FEATURES);
+    let param = u64::from(plo) | u64::from(phi) << 32;
+    let features = u64::from(flo) | u64::from(fhi) << 32;
+    for (what, cpuid, boot) in [
+        ("abi_version", u64::from(ver), u64::from(bi.abi_version)),
+        ("gate_kind", u64::from(kind), u64::from(bi.gate_kind)),
+        ("gate_param", param, bi.gate_param),
+        ("features", features, bi.features),
+        ("vcpu_count", u64::from(count), u64::from(bi.vcpu_count)),
+        ("backend_id", u64::from(backend), u64::from(bi.backend_id)),
+    ] {
         c.check(
-            bi.abi_version == ver
-                && bi.gate_kind == kind
-                && bi.gate_param == param
-                && bi.features == features
-                && bi.vcpu_count == count
-                && bi.backend_id == backend,
-            format_args!(
-                "CPUID ({ver:#x}, gate {kind}/{param:#x}, {features:#x}, {count}, {backend}) differs from the boot info"
-            ),
+            cpuid == boot,
+            format_args!("{what}: CPUID {cpuid:#x}, boot info {boot:#x}"),
         );
     }
 }

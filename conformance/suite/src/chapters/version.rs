@@ -166,8 +166,8 @@ fn compatible_host(c: &mut Ctx<'_>) {
         return;
     };
     c.check(
-        v.major == ABI_VERSION.major && v.minor >= ABI_VERSION.minor,
-        format_args!("host version {v} cannot serve a 1.0 guest"),
+        v.major == ABI_VERSION.major,
+        format_args!("host major version {} cannot serve a 1.0 guest", v.major),
     );
     c.check(
         ABI_VERSION.is_compatible_with_host(v),
