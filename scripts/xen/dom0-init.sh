@@ -8,6 +8,8 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /run
+mkdir -p /dev/pts
+mount -t devpts devpts /dev/pts
 mkdir -p /run/xenstored /var/lib/xenstored /var/log/xen /tmp
 PVABI_NONCE=none
 [ -f /payload/env ] && . /payload/env
@@ -41,6 +43,16 @@ while [ ! -S /run/xenstored/socket ]; do
     fi
     sleep 0.05
 done
+
+# The toolstack parts for domUs (pvabi-domu-run): dom0's own nodes and the console daemon.
+mkdir -p /run/xen /var/log/xen
+if ! xen-init-dom0 >/var/log/xen/xen-init-dom0.out 2>&1; then
+    echo "dom0-init: xen-init-dom0 failed (domUs will not start):"
+    cat /var/log/xen/xen-init-dom0.out
+fi
+mkdir -p /var/log/xen/console
+xenconsoled --log=guest --log-dir=/var/log/xen/console ||
+    echo "dom0-init: xenconsoled failed (domUs will not start)"
 
 set --
 if [ -f /payload/args ]; then

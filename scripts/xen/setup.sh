@@ -86,7 +86,7 @@ if ! ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1; then
     [ "${PVABI_XEN_NO_INSTALL:-0}" = 1 ] && die "dom0 kernel not cached (PVABI_XEN_NO_INSTALL=1)"
     apt_update_once
     kpkg="$(apt-cache depends linux-image-amd64 2>/dev/null \
-        | awk '/Depends: linux-image-[0-9]/ { print $2; exit }')"
+        | awk '/Depends: linux-image-[0-9]/ && !p { p = $2 } END { print p }')"
     [ -n "$kpkg" ] || die "cannot find the kernel package linux-image-amd64 depends on"
     log "downloading $kpkg"
     tmp="$(mktemp -d "$cache/kernel.XXXXXX")"
@@ -97,7 +97,8 @@ if ! ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1; then
     mv "$tmp/root" "$kdir"
     rm -rf "$tmp"
 fi
-vmlinuz="$(ls "$kdir"/boot/vmlinuz-* | head -n1)"
+kernels=("$kdir"/boot/vmlinuz-*)
+vmlinuz="${kernels[0]}"
 kver="${vmlinuz##*/vmlinuz-}"
 ln -sf "$vmlinuz" "$cache/vmlinuz"
 echo "pvabi-xen-setup: kernel $(step_time "$t")s"
@@ -113,7 +114,7 @@ echo "pvabi-xen-setup: hypervisor $(step_time "$t")s"
 # --- 4. base initramfs -------------------------------------------------------------------------
 t=$(now)
 # Rebuilt when this script, the init script, the kernel or the Xen tools change.
-stamp="$( (cat "$here/setup.sh" "$here/dom0-init.sh"; echo "$kver";
+stamp="$( (cat "$here/setup.sh" "$here/dom0-init.sh" "$here/domu-run.sh" "$here/domu-init.sh"; echo "$kver";
     dpkg-query -W -f='${Version}' "xen-utils-$xen_version" busybox-static) | sha256sum | cut -c1-16)"
 if [ ! -s "$cache/initrd-base.cpio.gz" ] || [ "$(cat "$cache/initrd-base.stamp" 2>/dev/null)" != "$stamp" ]; then
     root="$(mktemp -d "$cache/initrd.XXXXXX")"
@@ -124,9 +125,17 @@ if [ ! -s "$cache/initrd-base.cpio.gz" ] || [ "$(cat "$cache/initrd-base.stamp" 
     for a in $(/bin/busybox --list); do
         [ -e "$root/bin/$a" ] || ln -s busybox "$root/bin/$a"
     done
-    # xenstored, the xenstore client (one binary, dispatching on its name) and their libraries.
-    bins=("$xenbin/xenstored" /usr/bin/xenstore)
+    # xenstored, the xenstore client (one binary, dispatching on its name), the toolstack parts
+    # that create an unprivileged domU (xl, xenconsoled, xen-init-dom0) and their libraries.
+    bins=("$xenbin/xenstored" /usr/bin/xenstore "$xenbin/xl" "$xenbin/xenconsoled" "$xenbin/xen-init-dom0")
     for b in "${bins[@]}"; do cp "$b" "$root/usr/sbin/"; done
+    mkdir -p "$root/etc/xen" "$root/var/lib/xen" "$root/var/lock" "$root/domu"
+    cp /etc/xen/xl.conf "$root/etc/xen/"
+    # The domU: the same kernel, its init, and the script that boots it.
+    cp "$vmlinuz" "$root/domu/vmlinuz"
+    cp "$here/domu-init.sh" "$root/domu/init"
+    cp "$here/domu-run.sh" "$root/usr/sbin/pvabi-domu-run"
+    chmod 755 "$root/domu/init" "$root/usr/sbin/pvabi-domu-run"
     for n in read write ls list rm exists chmod watch control; do
         ln -sf xenstore "$root/usr/sbin/xenstore-$n"
     done
@@ -137,11 +146,17 @@ if [ ! -s "$cache/initrd-base.cpio.gz" ] || [ "$(cat "$cache/initrd-base.stamp" 
     done
     mkdir -p "$root/lib64"
     cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+    # glibc loads libgcc_s at run time for pthread_cancel (xl aborts without it).
+    libgcc="$(ldconfig -p | awk '/libgcc_s.so.1 .*x86-64/ && !p { p = $NF } END { print p }')"
+    [ -n "$libgcc" ] || die "libgcc_s.so.1 not found"
+    mkdir -p "$root$(dirname "$libgcc")"
+    cp -L "$libgcc" "$root$libgcc"
     # The Xen device modules, in load order.
     mdir="$kdir/lib/modules/$kver/kernel/drivers/xen"
     for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs/xenfs; do
-        f="$(ls "$mdir/$m.ko"* 2>/dev/null | head -n1)"
-        [ -n "$f" ] || die "module $m not in $mdir"
+        found=("$mdir/$m.ko"*)
+        f="${found[0]}"
+        [ -e "$f" ] || die "module $m not in $mdir"
         case "$f" in
             *.ko) cp "$f" "$root/modules/" ;;
             *.ko.xz) xz -dc "$f" >"$root/modules/$(basename "${f%.xz}")" ;;

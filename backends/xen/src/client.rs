@@ -99,6 +99,9 @@ pub struct XenStore<T: Transport = Box<dyn Transport + Send>> {
     transport: T,
     next_req_id: u32,
     events: VecDeque<WatchEvent>,
+    /// The transport is a Linux xenbus device, which reports some of xenstored's refusals as the
+    /// errno of the write.
+    errno_on_write: bool,
 }
 
 impl XenStore {
@@ -119,7 +122,9 @@ impl XenStore {
     /// [`Error::Io`] when the device cannot be opened.
     pub fn open_device(path: impl AsRef<Path>) -> Result<XenStore> {
         let f = File::options().read(true).write(true).open(path)?;
-        Ok(XenStore::with_transport(Box::new(f)))
+        let mut xs = XenStore::with_transport(Box::new(f) as Box<dyn Transport + Send>);
+        xs.errno_on_write = true;
+        Ok(xs)
     }
 
     /// Connects the way the Xen tools do: the socket named by `XENSTORED_PATH` or
@@ -144,6 +149,7 @@ impl<T: Transport> XenStore<T> {
             transport,
             next_req_id: 1,
             events: VecDeque::new(),
+            errno_on_write: false,
         }
     }
 
@@ -157,7 +163,18 @@ impl<T: Transport> XenStore<T> {
     pub fn request(&mut self, msg_type: MsgType, txn: TxnId, payload: &[u8]) -> Result<Vec<u8>> {
         let req_id = self.next_req_id;
         self.next_req_id = self.next_req_id.wrapping_add(1).max(1);
-        wire::write_message(&mut self.transport, msg_type, req_id, txn.0, payload)?;
+        match wire::write_message(&mut self.transport, msg_type, req_id, txn.0, payload) {
+            Ok(()) => {}
+            // The Linux xenbus device handles WATCH and UNWATCH in the kernel and reports
+            // xenstored's refusal as the write's errno.
+            Err(Error::Io(e)) if self.errno_on_write => {
+                return Err(match e.raw_os_error().and_then(XsErrno::from_os_error) {
+                    Some(errno) => Error::Xenstored(errno),
+                    None => Error::Io(e),
+                });
+            }
+            Err(e) => return Err(e),
+        }
         loop {
             let Message { header, payload } = wire::read_message(&mut self.transport)?;
             if header.msg_type == MsgType::WATCH_EVENT {
@@ -328,6 +345,8 @@ mod tests {
     struct Scripted {
         input: VecDeque<u8>,
         output: Vec<u8>,
+        /// When set, writes fail with this errno.
+        write_errno: Option<i32>,
     }
 
     impl Scripted {
@@ -351,7 +370,10 @@ mod tests {
 
     impl Write for Scripted {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.output.write(buf)
+            match self.write_errno {
+                Some(e) => Err(io::Error::from_raw_os_error(e)),
+                None => self.output.write(buf),
+            }
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
@@ -486,6 +508,25 @@ mod tests {
         // A reply nobody asked for.
         xs.transport.reply(MsgType::READ, 7, b"");
         assert!(matches!(xs.next_watch_event(None), Err(Error::Protocol(_))));
+    }
+
+    #[test]
+    fn device_write_errnos_are_xenstored_errors() {
+        let t = Scripted {
+            write_errno: Some(libc::E2BIG),
+            ..Scripted::default()
+        };
+        let mut xs = XenStore::with_transport(t);
+        // A socket: the errno is an I/O failure.
+        assert!(matches!(xs.watch("/w", "t"), Err(Error::Io(_))));
+        // The xenbus device: it is xenstored's refusal.
+        xs.errno_on_write = true;
+        assert!(matches!(
+            xs.watch("/w", "t"),
+            Err(Error::Xenstored(XsErrno::E2big))
+        ));
+        xs.transport.write_errno = Some(libc::EPIPE);
+        assert!(matches!(xs.watch("/w", "t"), Err(Error::Io(_))));
     }
 
     #[test]

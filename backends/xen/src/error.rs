@@ -73,6 +73,31 @@ impl XsErrno {
         }
     }
 
+    /// The name for a Linux errno value, for the errors the Linux xenbus device reports as the
+    /// `errno` of `write(2)` instead of an `XS_ERROR` reply (it handles WATCH and UNWATCH in the
+    /// kernel). `None` for a value that is no xenstored error.
+    pub fn from_os_error(code: i32) -> Option<XsErrno> {
+        Some(match code {
+            libc::ENOENT => XsErrno::Enoent,
+            libc::EACCES => XsErrno::Eacces,
+            libc::EPERM => XsErrno::Eperm,
+            libc::EROFS => XsErrno::Erofs,
+            libc::EEXIST => XsErrno::Eexist,
+            libc::EISDIR => XsErrno::Eisdir,
+            libc::EAGAIN => XsErrno::Eagain,
+            libc::ENOSPC => XsErrno::Enospc,
+            libc::E2BIG => XsErrno::E2big,
+            libc::ENOMEM => XsErrno::Enomem,
+            libc::EINVAL => XsErrno::Einval,
+            libc::ENOTEMPTY => XsErrno::Enotempty,
+            libc::EBUSY => XsErrno::Ebusy,
+            libc::EISCONN => XsErrno::Eisconn,
+            libc::ENOSYS => XsErrno::Enosys,
+            libc::EIO => XsErrno::Eio,
+            _ => return None,
+        })
+    }
+
     /// The name as xenstored spells it.
     pub fn name(&self) -> &str {
         match self {
@@ -180,5 +205,13 @@ mod tests {
             XsErrno::from_name("EWHATEVER"),
             XsErrno::Unknown("EWHATEVER".into())
         );
+    }
+
+    #[test]
+    fn os_errors() {
+        assert_eq!(XsErrno::from_os_error(libc::E2BIG), Some(XsErrno::E2big));
+        assert_eq!(XsErrno::from_os_error(libc::ENOSPC), Some(XsErrno::Enospc));
+        assert_eq!(XsErrno::from_os_error(libc::EEXIST), Some(XsErrno::Eexist));
+        assert_eq!(XsErrno::from_os_error(libc::EPIPE), None);
     }
 }

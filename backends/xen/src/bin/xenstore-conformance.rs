@@ -7,9 +7,19 @@
 //! XSSUMMARY passed=<n> failed=<n>
 //! ```
 //!
-//! Usage: `xenstore-conformance [--role dom0] [--socket PATH] [--device PATH]`. The `dom0` role
-//! needs a privileged connection (it runs in the domain that runs xenstored). Exit status 0 when
-//! every check passed, 1 otherwise, 2 for a usage error.
+//! Usage: `xenstore-conformance [--role dom0|unprivileged|all|domu] [--socket PATH] [--device PATH]
+//! [--quota-entries N] [--quota-entry-size N] [--quota-watches N] [--quota-transactions N]`.
+//!
+//! - `dom0`: privileged checks over xenstored's socket and the xenbus device (run in the domain
+//!   that runs xenstored);
+//! - `unprivileged` (in dom0): prepares nodes with permissions, boots an unprivileged domU with
+//!   `pvabi-domu-run` (scripts/xen/domu-run.sh) running this program as `domu`, reports its
+//!   checks as `domu_*` and checks that the requests it was refused changed nothing;
+//! - `all`: `dom0` then `unprivileged`;
+//! - `domu`: permission denial and quota exhaustion as an unprivileged domain over its xenbus
+//!   device. The `--quota-*` values must be the ones xenstored was started with.
+//!
+//! Exit status 0 when every check passed, 1 otherwise, 2 for a usage error.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -436,7 +446,7 @@ fn dom0_checks(r: &mut Runner, socket: &str, device: &str) -> Result<(), String>
 
     // Round-trip cost of a READ over each transport (reported, not asserted).
     for (name, xs) in [("socket", &mut a)] {
-        let n = 200u32;
+        let n = 50u32;
         let start = Instant::now();
         for _ in 0..n {
             ok("read", xs.read(TxnId::NONE, &p("v")))?;
@@ -447,7 +457,7 @@ fn dom0_checks(r: &mut Runner, socket: &str, device: &str) -> Result<(), String>
         );
     }
     if let Ok(mut dev) = XenStore::open_device(device) {
-        let n = 200u32;
+        let n = 50u32;
         let start = Instant::now();
         for _ in 0..n {
             ok("read", dev.read(TxnId::NONE, &p("v")))?;
@@ -462,29 +472,422 @@ fn dom0_checks(r: &mut Runner, socket: &str, device: &str) -> Result<(), String>
     Ok(())
 }
 
+/// xenstored's per-domain quotas as it was started with them; the unprivileged checks need them.
+#[derive(Clone, Copy, Debug, Default)]
+struct Quotas {
+    entries: u32,
+    entry_size: u32,
+    watches: u32,
+    transactions: u32,
+}
+
+impl Quotas {
+    fn args(&self) -> Vec<String> {
+        vec![
+            "--quota-entries".into(),
+            self.entries.to_string(),
+            "--quota-entry-size".into(),
+            self.entry_size.to_string(),
+            "--quota-watches".into(),
+            self.watches.to_string(),
+            "--quota-transactions".into(),
+            self.transactions.to_string(),
+        ]
+    }
+
+    fn check_given(&self) -> Result<(), String> {
+        if self.entries == 0 || self.entry_size == 0 || self.watches == 0 || self.transactions == 0
+        {
+            return Err(format!(
+                "the unprivileged checks need every --quota-* value xenstored was started with: {self:?}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+const UNPRIV: &str = "/pvabi-unpriv";
+
+/// Asserts that `r` failed with an error that maps to NO_SPACE; returns its name.
+fn expect_no_space<T: std::fmt::Debug>(
+    what: &str,
+    r: pvabi_xen::Result<T>,
+) -> Result<String, String> {
+    match r {
+        Ok(v) => Err(format!("{what}: succeeded ({v:?}), expected a quota error")),
+        Err(e) => {
+            let s = status_for(&e);
+            if s == Status::NO_SPACE {
+                Ok(match e.xs_errno() {
+                    Some(n) => n.to_string(),
+                    None => e.to_string(),
+                })
+            } else {
+                Err(format!(
+                    "{what}: {e} ({e:?}) maps to {s}, expected NO_SPACE"
+                ))
+            }
+        }
+    }
+}
+
+/// In dom0: prepares nodes with permissions, boots an unprivileged domU that runs this program
+/// with `--role domu`, reports the domU's checks, and checks from dom0 that the refused requests
+/// changed nothing.
+fn unprivileged_checks(r: &mut Runner, socket: &str, quotas: Quotas) -> Result<(), String> {
+    quotas.check_given()?;
+    let mut a = ok("connect", XenStore::open_socket(socket))?;
+    let _ = a.remove(TxnId::NONE, UNPRIV);
+    let node = |rel: &str| format!("{UNPRIV}/{rel}");
+    ok("write", a.write(TxnId::NONE, UNPRIV, b""))?;
+    ok(
+        "perms",
+        a.set_perms(TxnId::NONE, UNPRIV, &[Perm::new(0, Access::Read)]),
+    )?;
+    ok("write", a.write(TxnId::NONE, &node("secret"), b"s"))?;
+    ok(
+        "perms",
+        a.set_perms(TxnId::NONE, &node("secret"), &[Perm::new(0, Access::None)]),
+    )?;
+    ok("write", a.write(TxnId::NONE, &node("readonly"), b"r"))?;
+    ok(
+        "perms",
+        a.set_perms(
+            TxnId::NONE,
+            &node("readonly"),
+            &[Perm::new(0, Access::Read)],
+        ),
+    )?;
+
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let start = Instant::now();
+    let out = std::process::Command::new("pvabi-domu-run")
+        .args(["--timeout", "150"])
+        .arg(&exe)
+        .args(["--role", "domu"])
+        .args(quotas.args())
+        .output()
+        .map_err(|e| format!("cannot run pvabi-domu-run: {e}"))?;
+    println!(
+        "XSMETRIC domu_boot_and_run_ms {}",
+        start.elapsed().as_millis()
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut summary = None;
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix("XSCHECK ") {
+            println!("XSCHECK domu_{rest}");
+            if rest.split(' ').nth(1) == Some("PASS") {
+                r.passed += 1;
+            } else {
+                r.failed += 1;
+            }
+        } else if let Some(rest) = line.strip_prefix("XSMETRIC ") {
+            println!("XSMETRIC domu_{rest}");
+        } else if line.starts_with("XSSUMMARY ") {
+            summary = Some(line.to_string());
+        } else {
+            println!("domu: {line}");
+        }
+    }
+    let code = out.status.code();
+    r.check("domu_completed", || match (&summary, code) {
+        (Some(s), Some(0)) => Ok(format!("domU reported {s}")),
+        _ => Err(format!(
+            "domU run ended with status {code:?}, summary {summary:?}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    });
+
+    r.check("denied_requests_changed_nothing", || {
+        eq(
+            "secret",
+            ok("read", a.read(TxnId::NONE, &node("secret")))?,
+            b"s".to_vec(),
+        )?;
+        eq(
+            "readonly",
+            ok("read", a.read(TxnId::NONE, &node("readonly")))?,
+            b"r".to_vec(),
+        )?;
+        eq(
+            "readonly perms",
+            ok("get_perms", a.get_perms(TxnId::NONE, &node("readonly")))?,
+            vec![Perm::new(0, Access::Read)],
+        )?;
+        expect_err(
+            "node the domU was refused to create",
+            a.read(TxnId::NONE, &node("new")),
+            XsErrno::Enoent,
+            Status::NOT_FOUND,
+        )?;
+        Ok("values, permissions and the tree as dom0 left them".into())
+    });
+    let _ = a.remove(TxnId::NONE, UNPRIV);
+    Ok(())
+}
+
+/// In an unprivileged domU over the xenbus device: permission denial, the domain's own subtree,
+/// and exhaustion of each per-domain quota.
+fn domu_checks(r: &mut Runner, device: &str, quotas: Quotas) -> Result<(), String> {
+    quotas.check_given()?;
+    let mut xs = ok("open device", XenStore::open_device(device))?;
+    let node = |rel: &str| format!("{UNPRIV}/{rel}");
+
+    let mut domid = 0u32;
+    r.check("identity", || {
+        let v = ok("read domid", xs.read(TxnId::NONE, "domid"))?;
+        domid = String::from_utf8_lossy(&v)
+            .parse()
+            .map_err(|_| format!("domid {v:?} is not a number"))?;
+        if domid == 0 {
+            return Err("running as domain 0, not unprivileged".into());
+        }
+        eq(
+            "home",
+            ok("get_domain_path", xs.get_domain_path(domid))?,
+            format!("/local/domain/{domid}"),
+        )?;
+        Ok(format!("domain {domid}"))
+    });
+    if domid == 0 {
+        return Err("cannot go on without the domain id".into());
+    }
+
+    r.check("permission_denied", || {
+        let mut d = Vec::new();
+        d.push(expect_err(
+            "read of a node without access",
+            xs.read(TxnId::NONE, &node("secret")),
+            XsErrno::Eacces,
+            Status::DENIED,
+        )?);
+        expect_err(
+            "write of a node without access",
+            xs.write(TxnId::NONE, &node("secret"), b"x"),
+            XsErrno::Eacces,
+            Status::DENIED,
+        )?;
+        expect_err(
+            "get_perms of a node without access",
+            xs.get_perms(TxnId::NONE, &node("secret")),
+            XsErrno::Eacces,
+            Status::DENIED,
+        )?;
+        eq(
+            "read of a readable node",
+            ok("read", xs.read(TxnId::NONE, &node("readonly")))?,
+            b"r".to_vec(),
+        )?;
+        d.push(expect_err(
+            "write of a read-only node",
+            xs.write(TxnId::NONE, &node("readonly"), b"x"),
+            XsErrno::Eacces,
+            Status::DENIED,
+        )?);
+        expect_err(
+            "remove of a read-only node",
+            xs.remove(TxnId::NONE, &node("readonly")),
+            XsErrno::Eacces,
+            Status::DENIED,
+        )?;
+        expect_err(
+            "set_perms of a node the domain does not own",
+            xs.set_perms(
+                TxnId::NONE,
+                &node("readonly"),
+                &[Perm::new(domid, Access::Both)],
+            ),
+            XsErrno::Eacces,
+            Status::DENIED,
+        )?;
+        expect_err(
+            "create below a read-only node",
+            xs.write(TxnId::NONE, &node("new"), b"x"),
+            XsErrno::Eacces,
+            Status::DENIED,
+        )?;
+        let names = sorted(ok("directory", xs.directory(TxnId::NONE, UNPRIV))?);
+        eq("children", names, vec!["readonly".into(), "secret".into()])?;
+        Ok(d.join("; "))
+    });
+
+    r.check("own_subtree", || {
+        ok("write", xs.write(TxnId::NONE, "data/pvabi/x", b"1"))?;
+        eq(
+            "read",
+            ok("read", xs.read(TxnId::NONE, "data/pvabi/x"))?,
+            b"1".to_vec(),
+        )?;
+        let perms = ok("get_perms", xs.get_perms(TxnId::NONE, "data/pvabi/x"))?;
+        eq("owner", perms.first().map(|p| p.domid), Some(domid))?;
+        let t = ok("start", xs.transaction_start())?;
+        ok("write in txn", xs.write(t, "data/pvabi/t", b"2"))?;
+        ok("commit", xs.transaction_end(t, true))?;
+        eq(
+            "read",
+            ok("read", xs.read(TxnId::NONE, "data/pvabi/t"))?,
+            b"2".to_vec(),
+        )?;
+        ok("watch", xs.watch("data/pvabi", "w"))?;
+        expect_event(&mut xs, "data/pvabi", "w")?;
+        ok("write", xs.write(TxnId::NONE, "data/pvabi/y", b"3"))?;
+        expect_event(&mut xs, "data/pvabi/y", "w")?;
+        ok("unwatch", xs.unwatch("data/pvabi", "w"))?;
+        ok("remove", xs.remove(TxnId::NONE, "data/pvabi"))?;
+        Ok(format!(
+            "write, read, owner d{domid}, transaction, relative watch events"
+        ))
+    });
+
+    r.check("quota_entries", || {
+        let mut created = 0u32;
+        let err = loop {
+            let r = xs.write(TxnId::NONE, &format!("data/q/{created}"), b"x");
+            match r {
+                Ok(()) if created <= quotas.entries => created += 1,
+                other => break other,
+            }
+        };
+        let name = expect_no_space("write past the node quota", err)?;
+        if created == 0 || created > quotas.entries {
+            return Err(format!("{created} nodes created with a quota of {}", quotas.entries));
+        }
+        ok("remove one", xs.remove(TxnId::NONE, "data/q/0"))?;
+        ok("write after freeing one", xs.write(TxnId::NONE, "data/q/again", b"x"))?;
+        ok("remove all", xs.remove(TxnId::NONE, "data/q"))?;
+        Ok(format!(
+            "{created} new nodes then {name} -> NO_SPACE (quota {}, the rest owned already); freeing one allows one",
+            quotas.entries
+        ))
+    });
+
+    r.check("quota_entry_size", || {
+        let size = quotas.entry_size as usize;
+        let name = expect_no_space(
+            "value larger than the entry size quota",
+            xs.write(TxnId::NONE, "data/big", &vec![b'x'; size + 1]),
+        )?;
+        ok(
+            "half the quota",
+            xs.write(TxnId::NONE, "data/big", &vec![b'x'; size / 2]),
+        )?;
+        ok("remove", xs.remove(TxnId::NONE, "data/big"))?;
+        Ok(format!(
+            "{} bytes: {name} -> NO_SPACE; {} bytes stored",
+            size + 1,
+            size / 2
+        ))
+    });
+
+    r.check("quota_watches", || {
+        let mut n = 0u32;
+        let err = loop {
+            match xs.watch(&format!("data/wq/{n}"), "q") {
+                Ok(()) if n <= quotas.watches + 1 => n += 1,
+                other => break other,
+            }
+        };
+        let name = expect_no_space("watch past the watch quota", err)?;
+        // xenstored refuses when the count already exceeds the quota, so it admits quota + 1;
+        // the domain's kernel holds some of them.
+        if n > quotas.watches + 1 {
+            return Err(format!(
+                "{n} watches registered with a quota of {}",
+                quotas.watches
+            ));
+        }
+        for i in 0..n {
+            ok("unwatch", xs.unwatch(&format!("data/wq/{i}"), "q"))?;
+        }
+        ok("watch after unwatching", xs.watch("data/wq/again", "q"))?;
+        ok("unwatch", xs.unwatch("data/wq/again", "q"))?;
+        while ok("drain", xs.next_watch_event(Some(Duration::ZERO)))?.is_some() {}
+        Ok(format!(
+            "{n} watches then {name} -> NO_SPACE (quota {}; the kernel holds some, xenstored admits quota + 1)",
+            quotas.watches
+        ))
+    });
+
+    r.check("quota_transactions", || {
+        let mut open = Vec::new();
+        let err = loop {
+            match xs.transaction_start() {
+                Ok(t) if open.len() <= quotas.transactions as usize + 1 => open.push(t),
+                other => break other,
+            }
+        };
+        let name = expect_no_space("transaction past the quota", err)?;
+        let n = open.len();
+        // xenstored refuses when the count already exceeds the quota, so it admits quota + 1.
+        if n == 0 || n > quotas.transactions as usize + 1 {
+            return Err(format!(
+                "{n} transactions open with a quota of {}",
+                quotas.transactions
+            ));
+        }
+        for t in open {
+            ok("abort", xs.transaction_end(t, false))?;
+        }
+        let t = ok("start after aborting", xs.transaction_start())?;
+        ok("abort", xs.transaction_end(t, false))?;
+        Ok(format!(
+            "{n} open then {name} -> NO_SPACE (quota {}, xenstored admits quota + 1); aborting frees them",
+            quotas.transactions
+        ))
+    });
+    Ok(())
+}
+
 fn main() -> ExitCode {
+    const USAGE: &str = "usage: xenstore-conformance [--role dom0|unprivileged|all|domu] \
+        [--socket PATH] [--device PATH] [--quota-entries N] [--quota-entry-size N] \
+        [--quota-watches N] [--quota-transactions N]";
     let mut role = "dom0".to_string();
     let mut socket = DEFAULT_SOCKET.to_string();
     let mut device = XENBUS_DEVICE.to_string();
+    let mut quotas = Quotas::default();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let slot = match arg.as_str() {
-            "--role" => &mut role,
-            "--socket" => &mut socket,
-            "--device" => &mut device,
-            _ => {
-                eprintln!(
-                    "usage: xenstore-conformance [--role dom0] [--socket PATH] [--device PATH]"
-                );
-                return ExitCode::from(2);
-            }
+        let Some(value) = args.next() else {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
         };
-        match args.next() {
-            Some(v) => *slot = v,
-            None => {
-                eprintln!("{arg} needs a value");
-                return ExitCode::from(2);
+        let number = value.parse::<u32>().ok();
+        let parsed = match (arg.as_str(), number) {
+            ("--role", _) => {
+                role = value;
+                true
             }
+            ("--socket", _) => {
+                socket = value;
+                true
+            }
+            ("--device", _) => {
+                device = value;
+                true
+            }
+            ("--quota-entries", Some(n)) => {
+                quotas.entries = n;
+                true
+            }
+            ("--quota-entry-size", Some(n)) => {
+                quotas.entry_size = n;
+                true
+            }
+            ("--quota-watches", Some(n)) => {
+                quotas.watches = n;
+                true
+            }
+            ("--quota-transactions", Some(n)) => {
+                quotas.transactions = n;
+                true
+            }
+            _ => false,
+        };
+        if !parsed {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
         }
     }
     let mut r = Runner {
@@ -493,8 +896,12 @@ fn main() -> ExitCode {
     };
     let outcome = match role.as_str() {
         "dom0" => dom0_checks(&mut r, &socket, &device),
-        other => {
-            eprintln!("unknown role {other}");
+        "unprivileged" => unprivileged_checks(&mut r, &socket, quotas),
+        "all" => dom0_checks(&mut r, &socket, &device)
+            .and_then(|()| unprivileged_checks(&mut r, &socket, quotas)),
+        "domu" => domu_checks(&mut r, &device, quotas),
+        _ => {
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
