@@ -69,6 +69,8 @@
 #![deny(missing_docs)]
 
 pub mod base;
+#[cfg(feature = "capi")]
+pub mod capi;
 pub mod clock;
 pub mod console;
 pub mod discovery;
