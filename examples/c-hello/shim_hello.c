@@ -2,8 +2,8 @@
 /*
  * c-hello-shim: the c-hello checks through the shim's C ABI (guest/include/pvabi_shim.h and
  * libpvabi_guest_capi.a) instead of raw gate calls, plus what the library adds: upcalls (an
- * IDT vector in ring 0, the callback entry in paravirtual ring 3), masking, a multicall and
- * the memory map. Prints "c-hello-shim: all checks passed" and powers off with 0, or prints
+ * IDT vector in ring 0, the callback entry in paravirtual ring 3), masking, a second vCPU
+ * (with two or more), a multicall and the memory map. Prints "c-hello-shim: all checks passed" and powers off with 0, or prints
  * "c-hello-shim: FAILED: ..." and powers off with 1.
  */
 #include <stddef.h>
@@ -119,6 +119,43 @@ static void wait_for_port(uint32_t port)
     fail("no upcall for the port", PVABI_STATUS_TIMED_OUT);
 }
 
+/* vCPU 1: sends on the port vCPU 0 gave it, then returns (the shim's return trap stops it). */
+static uint8_t ap_stack[16384] __attribute__((aligned(16)));
+static int64_t ap_status = 1;
+
+static void ap_main(uint64_t port, uint64_t vcpu)
+{
+    (void)vcpu;
+    __atomic_store_n(&ap_status, pvabi_event_send((uint32_t)port), __ATOMIC_SEQ_CST);
+}
+
+static void second_vcpu(void)
+{
+    int64_t port = check("pvabi_event_alloc", pvabi_event_alloc());
+    if (port >= 64) {
+        fail("second port above 63", PVABI_STATUS_FAILED);
+    }
+    check("pvabi_vcpu_start",
+          pvabi_vcpu_start(1, ap_main, ap_stack, sizeof(ap_stack), (uint64_t)port));
+    wait_for_port((uint32_t)port);
+    int64_t st = __atomic_load_n(&ap_status, __ATOMIC_SEQ_CST);
+    if (st != 0) {
+        fail("vCPU 1: pvabi_event_send", st);
+    }
+    for (int i = 0; pvabi_vcpu_status(1) != PVABI_VCPU_STATE_STOPPED; i++) {
+        if (i == WAIT_STEPS) {
+            fail("vCPU 1 did not stop after returning", PVABI_STATUS_TIMED_OUT);
+        }
+        int64_t r = pvabi_vcpu_block(now_ns() + WAIT_STEP_NS);
+        if (r < 0 && r != PVABI_STATUS_TIMED_OUT) {
+            fail("pvabi_vcpu_block", r);
+        }
+    }
+    puts_("c-hello-shim: vCPU 1 sent port ");
+    put_u64((uint64_t)port);
+    puts_(" and stopped\n");
+}
+
 static const char key[] = "c-hello-shim/greeting";
 static const char val[] = "hello through the shim";
 static char buf[64];
@@ -203,6 +240,11 @@ void c_main(uint64_t boot_info_gpa)
     check("pvabi_event_unmask", pvabi_event_unmask((uint32_t)port));
     check("pvabi_event_close", pvabi_event_close((uint32_t)port));
     puts_("c-hello-shim: masked port stayed pending\n");
+
+    /* VCPU: a second vCPU, when there is one */
+    if (check("pvabi_info_vcpu_count", pvabi_info_vcpu_count()) >= 2) {
+        second_vcpu();
+    }
 
     /* STORE */
     size_t klen = sizeof(key) - 1, vlen = sizeof(val) - 1;

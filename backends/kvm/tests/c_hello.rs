@@ -4,7 +4,7 @@
 //!
 //! * `c-hello` uses nothing but `guest/include/pvabi.h` (its inline gates);
 //! * `c-hello-shim` links `libpvabi_guest_capi.a` (built by the Makefile with a nested
-//!   `cargo build` of `guest/capi`) and uses the `pvabi_*` functions.
+//!   `cargo build` of `guest/capi`) and uses the `pvabi_*` functions; it runs on two vCPUs.
 //!
 //! gcc or make missing is a failure; an unusable `/dev/kvm` skips the runs loudly.
 
@@ -29,11 +29,11 @@ fn kvm_or_skip(test: &str) -> bool {
     }
 }
 
-/// Runs `elf` on one vCPU in `mode`; returns the outcome and the console output.
-fn run(elf: &Path, mode: Mode) -> (Result<ExitStatus, Error>, String) {
+/// Runs `elf` on `vcpus` vCPUs in `mode`; returns the outcome and the console output.
+fn run(elf: &Path, mode: Mode, vcpus: u32) -> (Result<ExitStatus, Error>, String) {
     let buf = Arc::new(Mutex::new(Vec::new()));
     let cfg = RunConfig {
-        vcpus: 1,
+        vcpus,
         mem_mib: 16,
         mode,
         console: ConsoleSink::Capture(buf.clone()),
@@ -115,7 +115,7 @@ fn c_hello_header_only_runs_in_both_modes() {
         return;
     }
     for mode in MODES {
-        let (r, out) = run(&elf, mode);
+        let (r, out) = run(&elf, mode, 1);
         let st = r.unwrap_or_else(|e| panic!("{mode:?}: {e}\nconsole:\n{out}"));
         assert_eq!((st.reason, st.code), (0, 0), "{mode:?}: console:\n{out}");
         let lines: Vec<&str> = out.lines().collect();
@@ -152,7 +152,7 @@ fn c_hello_through_the_shim_library_runs_in_both_modes() {
         return;
     }
     for (mode, ring) in MODES.into_iter().zip(["ring 0", "paravirtual ring 3"]) {
-        let (r, out) = run(&elf, mode);
+        let (r, out) = run(&elf, mode, 2);
         let st = r.unwrap_or_else(|e| panic!("{mode:?}: {e}\nconsole:\n{out}"));
         assert_eq!((st.reason, st.code), (0, 0), "{mode:?}: console:\n{out}");
         let lines: Vec<&str> = out.lines().collect();
@@ -165,6 +165,13 @@ fn c_hello_through_the_shim_library_runs_in_both_modes() {
         assert!(lines.contains(&hello.as_str()), "{mode:?}: {out}");
         assert!(
             lines.contains(&"c-hello-shim: upcall for port 1"),
+            "{mode:?}: {out}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("c-hello-shim: vCPU 1 sent port ")
+                    && l.ends_with(" and stopped")),
             "{mode:?}: {out}"
         );
         assert!(
