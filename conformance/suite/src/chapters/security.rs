@@ -6,7 +6,7 @@
 //! Only one guest is visible from inside a guest, so the isolation clauses are checked from
 //! that guest's side: every way out of its store subtree and its RAM is refused.
 
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use pvabi::call::{self, CallId};
 use pvabi::discovery::Features;
@@ -30,6 +30,11 @@ pub const CASES: &[Case] = &[
         name: "security::hostile_buffers",
         clauses: "SEC-1,SEC-2,SEC-3,SEC-7",
         run: hostile_buffers,
+    },
+    Case {
+        name: "security::path_changed_during_call",
+        clauses: "SEC-6",
+        run: path_changed_during_call,
     },
     Case {
         name: "security::alignment",
@@ -102,7 +107,7 @@ pub const CASES: &[Case] = &[
 pub const TERMINAL: &[TerminalCase] = &[];
 
 /// Guest functions this chapter's cases pass as vCPU entries or callbacks.
-pub const FUNCTIONS: &[GuestEntry] = &[sec_vcpu_entry];
+pub const FUNCTIONS: &[GuestEntry] = &[sec_vcpu_entry, sec_path_flipper];
 
 /// A vCPU entry that returns at once (a started vCPU then stops). The cases only pass it
 /// where the host must refuse the start.
@@ -1146,4 +1151,133 @@ fn vendor_services(c: &mut Ctx<'_>) {
         }
     }
     host_alive(c, "vendor calls");
+}
+
+/// Shared between [`path_changed_during_call`] and the vCPU running [`sec_path_flipper`].
+#[repr(C)]
+struct Race {
+    stop: AtomicU32,
+    done: AtomicU32,
+    flips: AtomicU64,
+    path: [AtomicU8; 8],
+}
+
+/// Most flips [`sec_path_flipper`] makes before it gives up waiting for `stop`.
+const MAX_FLIPS: u64 = 4_000_000;
+
+/// Flips the last component of a [`Race`] path between `ok` and `..` until told to stop.
+extern "C" fn sec_path_flipper(arg: u64, _vcpu: u64) {
+    let p = core::ptr::with_exposed_provenance::<Race>(arg as usize);
+    // SAFETY: `arg` is the exposed address of a `Race` that `path_changed_during_call` moved
+    // into the suite's arena, which lives for the rest of the program; the value is only
+    // accessed through atomics (shared references are sound), and the address is non-null
+    // and aligned because it came from a reference.
+    let Some(race) = (unsafe { p.as_ref() }) else {
+        return;
+    };
+    let mut i = 0u64;
+    while race.stop.load(Ordering::Acquire) == 0 && i < MAX_FLIPS {
+        let (a, b) = if i.is_multiple_of(2) {
+            (b'.', b'.')
+        } else {
+            (b'o', b'k')
+        };
+        if let (Some(x), Some(y)) = (race.path.get(5), race.path.get(6)) {
+            x.store(a, Ordering::Relaxed);
+            y.store(b, Ordering::Relaxed);
+        }
+        i += 1;
+    }
+    race.flips.store(i, Ordering::Release);
+    race.done.store(1, Ordering::Release);
+}
+
+fn path_changed_during_call(c: &mut Ctx<'_>) {
+    // Another vCPU rewrites a path while this one passes it to STORE.WRITE: the host must
+    // validate and use one copy, so no node named `..` can ever appear.
+    let Some(mut s) = Scratch::new(c, 4096) else {
+        return;
+    };
+    let count = c.pv.vcpu_count().unwrap_or(1);
+    let Some(v) = (1..count).find(|v| c.pv.vcpu_status(*v) == Ok(VcpuState::STOPPED)) else {
+        c.skip(format_args!("no second vCPU is stopped and free to start"));
+        return;
+    };
+    let init = *b"cf_r/ok\0";
+    let Some(race) = c.alloc(Race {
+        stop: AtomicU32::new(0),
+        done: AtomicU32::new(0),
+        flips: AtomicU64::new(0),
+        path: init.map(AtomicU8::new),
+    }) else {
+        return;
+    };
+    let race: &'static Race = race;
+    let parent = s.put(b"cf_r");
+    let (pp, pl) = (gpa(c, parent), parent.len() as u64);
+    let val = s.put(b"v");
+    let vg = gpa(c, val);
+    let r = c.raw(call::STORE_WRITE, [pp, pl, vg, 1, 0, 0]);
+    expect(c, r, Status::SUCCESS, "STORE.WRITE cf_r");
+    let pg = c.pv.translate().gpa_of_ref(&race.path).unwrap_or(u64::MAX);
+    let Some(stack) = c.alloc(pvabi_guest::vcpu::VcpuStack([0u8; 8192])) else {
+        return;
+    };
+    let arg = (race as *const Race).expose_provenance() as u64;
+    if c.expect_ok(
+        c.pv.vcpu_start(v, sec_path_flipper, stack, arg),
+        "VCPU.START of the flipping vCPU",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let (mut ok, mut refused, mut other) = (0u32, 0u32, 0u32);
+    for _ in 0..3000 {
+        let r = c.raw(call::STORE_WRITE, [pg, 7, vg, 1, 0, 0]);
+        match r.status {
+            Status::SUCCESS => ok += 1,
+            Status::INVALID_PARAM => refused += 1,
+            _ => other += 1,
+        }
+    }
+    race.stop.store(1, Ordering::Release);
+    let mut waited = 0u32;
+    while race.done.load(Ordering::Acquire) == 0 && waited < 1_000_000 {
+        let _ = c.pv.vcpu_yield();
+        waited += 1;
+    }
+    c.check(
+        race.done.load(Ordering::Acquire) == 1,
+        format_args!("the flipping vCPU did not finish"),
+    );
+    c.check(
+        other == 0,
+        format_args!("SEC-6 {other} STORE.WRITE calls answered neither SUCCESS nor INVALID_PARAM"),
+    );
+    let out = s.take(256);
+    let r = c.raw(call::STORE_LIST, [pp, pl, gpa(c, out), 256, 0, 0]);
+    let names = out.get(..r.value as usize).unwrap_or(&[]);
+    let allowed = |n: &[u8]| n.is_empty() || n == b"ok" || n == b"o." || n == b".k";
+    c.check(
+        r.status == Status::SUCCESS && names.split(|b| *b == 0).all(allowed),
+        format_args!(
+            "SEC-6 a path changed during the call produced the nodes {:?} ({:?}; {ok} written, \
+             {refused} refused, {} flips)",
+            Show(names),
+            r.status,
+            race.flips.load(Ordering::Acquire)
+        ),
+    );
+    let _ = c.raw(call::STORE_REMOVE, [pp, pl, 0, 0, 0, 0]);
+    // The flipper returned, which stops its vCPU.
+    let mut stopped = false;
+    for _ in 0..100_000 {
+        if c.pv.vcpu_status(v) == Ok(VcpuState::STOPPED) {
+            stopped = true;
+            break;
+        }
+        let _ = c.pv.vcpu_yield();
+    }
+    c.check(stopped, format_args!("the flipping vCPU {v} did not stop"));
 }
