@@ -113,10 +113,7 @@ fn get_map(c: &mut Ctx<'_>) {
         let e = entry_at(buf, i);
         let end = e.base.checked_add(e.length);
         c.check(
-            e.base.is_multiple_of(PAGE)
-                && e.length.is_multiple_of(PAGE)
-                && e.length != 0
-                && end.is_some(),
+            e.base % PAGE == 0 && e.length % PAGE == 0 && e.length != 0 && end.is_some(),
             format_args!("MEM-2 entry {i} not page-granular or empty: {e:?}"),
         );
         c.check(

@@ -841,7 +841,7 @@ fn authoritative_state(c: &mut Ctx<'_>) {
                 if r.status == Status::SUCCESS {
                     let v = page.version.load(Ordering::Acquire);
                     c.check(
-                        v.is_multiple_of(2) && v < 0x8000_0000,
+                        v % 2 == 0 && v < 0x8000_0000,
                         format_args!(
                             "SEC-13 after the guest wrote version 0xFFFFFFF1 the host's next \
                              update left version {v:#x}"
@@ -1177,7 +1177,7 @@ extern "C" fn sec_path_flipper(arg: u64, _vcpu: u64) {
     };
     let mut i = 0u64;
     while race.stop.load(Ordering::Acquire) == 0 && i < MAX_FLIPS {
-        let (a, b) = if i.is_multiple_of(2) {
+        let (a, b) = if i % 2 == 0 {
             (b'.', b'.')
         } else {
             (b'o', b'k')
