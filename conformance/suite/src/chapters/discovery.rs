@@ -29,13 +29,18 @@ pub const CASES: &[Case] = &[
     },
     Case {
         name: "discovery::memory_map",
-        clauses: "DISC-10,DISC-14",
+        clauses: "DISC-10",
         run: memory_map,
     },
     Case {
         name: "discovery::cmdline",
-        clauses: "DISC-11,DISC-14",
+        clauses: "DISC-11",
         run: cmdline,
+    },
+    Case {
+        name: "discovery::handoff_in_loader_ranges",
+        clauses: "DISC-14",
+        run: handoff_in_loader_ranges,
     },
     Case {
         name: "discovery::features_agree",
@@ -255,7 +260,7 @@ fn exec_mode(c: &mut Ctx<'_>) {
 }
 
 fn memory_map(c: &mut Ctx<'_>) {
-    let Some((gpa, bi)) = reread(c) else {
+    let Some((_, bi)) = reread(c) else {
         return;
     };
     let (map, n) = boot_map(c);
@@ -297,19 +302,6 @@ fn memory_map(c: &mut Ctx<'_>) {
             break;
         }
     }
-    // DISC-14: the boot info and the map array lie in LOADER ranges.
-    c.check(
-        in_kind(map, gpa, BootInfo::SIZE as u64, MemKind::LOADER),
-        format_args!("the boot info at {gpa:#x} is not in a LOADER range"),
-    );
-    let map_len = u64::from(bi.mem_map_entries) * MemMapEntry::SIZE as u64;
-    c.check(
-        in_kind(map, bi.mem_map_gpa, map_len, MemKind::LOADER),
-        format_args!(
-            "the memory map at {:#x} ({map_len} bytes) is not in a LOADER range",
-            bi.mem_map_gpa
-        ),
-    );
 }
 
 fn cmdline(c: &mut Ctx<'_>) {
@@ -324,15 +316,6 @@ fn cmdline(c: &mut Ctx<'_>) {
         return;
     }
     let len = bi.cmdline_len as usize;
-    let (map, n) = boot_map(c);
-    let map = map.get(..n).unwrap_or(&[]);
-    c.check(
-        in_kind(map, bi.cmdline_gpa, len as u64, MemKind::LOADER),
-        format_args!(
-            "the command line at {:#x} ({len} bytes) is not in a LOADER range",
-            bi.cmdline_gpa
-        ),
-    );
     let mut buf = [0u8; 512];
     let Some(head) = buf.get_mut(..len.min(512)) else {
         return;
@@ -346,6 +329,40 @@ fn cmdline(c: &mut Ctx<'_>) {
         c.check(
             head.last() != Some(&0),
             format_args!("the command line's {len} bytes end in a NUL"),
+        );
+    }
+}
+
+fn handoff_in_loader_ranges(c: &mut Ctx<'_>) {
+    let Some((gpa, bi)) = reread(c) else {
+        return;
+    };
+    let (map, n) = boot_map(c);
+    let map = map.get(..n).unwrap_or(&[]);
+    c.check(
+        in_kind(map, gpa, BootInfo::SIZE as u64, MemKind::LOADER),
+        format_args!("the boot info at {gpa:#x} is not in a LOADER range"),
+    );
+    let map_len = u64::from(bi.mem_map_entries) * MemMapEntry::SIZE as u64;
+    c.check(
+        in_kind(map, bi.mem_map_gpa, map_len, MemKind::LOADER),
+        format_args!(
+            "the memory map at {:#x} ({map_len} bytes) is not in a LOADER range",
+            bi.mem_map_gpa
+        ),
+    );
+    if bi.cmdline_len > 0 {
+        c.check(
+            in_kind(
+                map,
+                bi.cmdline_gpa,
+                u64::from(bi.cmdline_len),
+                MemKind::LOADER,
+            ),
+            format_args!(
+                "the command line at {:#x} ({} bytes) is not in a LOADER range",
+                bi.cmdline_gpa, bi.cmdline_len
+            ),
         );
     }
 }
