@@ -633,7 +633,7 @@ fn add_pvabi_leaves(cpuid: &mut CpuId, features: Features, vcpus: u32) -> Result
         ),
         (
             CPUID_BASE + pvabi::discovery::CPUID_LEAF_FEATURES,
-            [f as u32, (f >> 32) as u32, vcpus, 0],
+            [f as u32, (f >> 32) as u32, vcpus, pvabi::base::backend_id::KVM],
         ),
     ];
     for (function, [eax, ebx, ecx, edx]) in leaves {

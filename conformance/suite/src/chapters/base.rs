@@ -1,12 +1,16 @@
 //! BASE (spec chapter 4, `BASE-*`): version, backend identity, service probing, features,
 //! vCPU identity and count, and the absence of side effects.
 
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
 use pvabi::base::backend_id;
+use pvabi::vcpu::VcpuState;
 use pvabi::{call, CallId, Features, ServiceId, Status, ABI_VERSION};
+use pvabi_guest::vcpu::VcpuStack;
 
 use super::console::{marker_then, tail_is};
 use super::conv::{table_services, RESERVED_SERVICES};
-use crate::{Case, Ctx};
+use crate::{Case, Ctx, GuestEntry};
 
 /// The chapter's cases.
 pub const CASES: &[Case] = &[
@@ -49,6 +53,11 @@ pub const CASES: &[Case] = &[
         name: "base::vcpu_id",
         clauses: "BASE-8",
         run: vcpu_id,
+    },
+    Case {
+        name: "base::same_answers_on_every_vcpu",
+        clauses: "BASE-8,BASE-2",
+        run: same_answers_on_every_vcpu,
     },
     Case {
         name: "base::vcpu_count",
@@ -295,6 +304,130 @@ fn vcpu_id(c: &mut Ctx<'_>) {
     }
     let again = c.raw(call::BASE_GET_VCPU_ID, [0; 6]);
     c.check(again == r, format_args!("GET_VCPU_ID changed: {again:?}"));
+}
+
+/// Guest functions this chapter starts vCPUs at.
+pub const FUNCTIONS: &[GuestEntry] = &[base_reporter];
+
+/// What a started vCPU reports back.
+#[repr(C, align(64))]
+struct Report {
+    /// The handle to call through (written before the vCPU starts, then only read).
+    pv: pvabi_guest::Pvabi,
+    /// BASE.GET_VCPU_ID's value, or `u64::MAX` if it failed.
+    id: AtomicU64,
+    /// The five BASE-2 answers' values (`u64::MAX` where a call failed).
+    answers: [AtomicU64; 5],
+    /// 1 while the case waits, 2 when the report is complete.
+    state: AtomicU32,
+}
+
+/// Entry of a started vCPU: `arg` is the address of a [`Report`] in the suite's arena (the
+/// vCPU shares the guest's address space, `VCPU-7`).
+extern "C" fn base_reporter(arg: u64, _vcpu: u64) {
+    let Some(p) = usize::try_from(arg)
+        .ok()
+        .filter(|p| *p != 0 && *p % 64 == 0)
+    else {
+        return;
+    };
+    let p = core::ptr::with_exposed_provenance::<Report>(p);
+    // SAFETY: the case passes the address of a `Report` it moved into the suite's arena
+    // (never freed, aligned as checked) and keeps only shared access to it while this vCPU
+    // runs; `pv` is written before the start and never after, every other field is atomic.
+    let r = unsafe { &*p };
+    let pv = r.pv;
+    let none = u64::MAX;
+    r.id.store(pv.vcpu_id().map_or(none, u64::from), Ordering::Relaxed);
+    let answers = [
+        pv.abi_version().map_or(none, |v| u64::from(v.to_u32())),
+        pv.backend_id().map_or(none, u64::from),
+        pv.backend_version().unwrap_or(none),
+        pv.get_features().map_or(none, |f| f.bits()),
+        pv.vcpu_count().map_or(none, u64::from),
+    ];
+    for (slot, a) in r.answers.iter().zip(answers) {
+        slot.store(a, Ordering::Relaxed);
+    }
+    r.state.store(2, Ordering::Release);
+    let _ = pv.vcpu_stop();
+}
+
+fn same_answers_on_every_vcpu(c: &mut Ctx<'_>) {
+    let count = c.pv.info().vcpu_count;
+    if count < 2 {
+        c.skip(format_args!("the guest has one vCPU"));
+        return;
+    }
+    if c.platform.in_process()
+        && !crate::guest_functions().any(|f| f as usize == base_reporter as GuestEntry as usize)
+    {
+        c.skip(format_args!(
+            "base::FUNCTIONS is not listed in chapters::FUNCTIONS, so the in-process host does not accept the reporter as a vCPU entry"
+        ));
+        return;
+    }
+    let Ok(me) = c.pv.vcpu_id() else {
+        c.check(false, format_args!("BASE.GET_VCPU_ID failed"));
+        return;
+    };
+    let mine = snapshot(c).map(|r| r.into_result().unwrap_or(u64::MAX));
+    let mut ran = 0;
+    for v in 0..count {
+        if v == me || c.pv.vcpu_status(v) != Ok(VcpuState::STOPPED) {
+            continue;
+        }
+        let Some(rep) = c.alloc(Report {
+            pv: c.pv,
+            id: AtomicU64::new(u64::MAX),
+            answers: [const { AtomicU64::new(u64::MAX) }; 5],
+            state: AtomicU32::new(1),
+        }) else {
+            return;
+        };
+        let rep: &'static Report = rep;
+        let Some(stack) = c.alloc(VcpuStack::<16384>::new()) else {
+            return;
+        };
+        let arg = rep as *const Report as usize as u64;
+        if c.expect_ok(c.pv.vcpu_start(v, base_reporter, stack, arg), "VCPU.START")
+            .is_none()
+        {
+            return;
+        }
+        let mut state = 1;
+        for _ in 0..2000 {
+            state = rep.state.load(Ordering::Acquire);
+            if state != 1 {
+                break;
+            }
+            let now = c.pv.time_ns().unwrap_or(0);
+            let _ = c.pv.vcpu_block(Some(now.saturating_add(100_000)));
+        }
+        for _ in 0..100 {
+            if c.pv.vcpu_status(v) == Ok(VcpuState::STOPPED) {
+                break;
+            }
+            let _ = c.pv.vcpu_yield();
+        }
+        if !c.check(state == 2, format_args!("vCPU {v} did not report")) {
+            continue;
+        }
+        ran += 1;
+        let id = rep.id.load(Ordering::Relaxed);
+        c.check(
+            id == u64::from(v),
+            format_args!("BASE.GET_VCPU_ID on vCPU {v} returned {id:#x}"),
+        );
+        let theirs = [0, 1, 2, 3, 4].map(|i| rep.answers[i].load(Ordering::Relaxed));
+        c.check(
+            theirs == mine,
+            format_args!("BASE answers on vCPU {v}: {theirs:x?}, on vCPU {me}: {mine:x?}"),
+        );
+    }
+    if ran == 0 {
+        c.skip(format_args!("no stopped vCPU to start"));
+    }
 }
 
 fn vcpu_count(c: &mut Ctx<'_>) {
