@@ -11,7 +11,8 @@
 //!   [wire protocol](wire) (read, write, mkdir, directory, remove, permissions, watches,
 //!   transactions);
 //! - [`XsRs`]: the subset `xenstore-rs` 0.8 offers (read, write, directory, remove);
-//! - [`status_for`]: the one mapping of xenstore failures onto pvabi statuses.
+//! - [`status_for`]: the one mapping of xenstore failures onto pvabi statuses;
+//! - [`GuestStore`]: the pvabi STORE service of one guest on its xenstore subtree.
 //!
 //! The `xenstore-conformance` binary checks these against a real xenstored; the integration test
 //! `tests/real_xenstored.rs` runs it inside a Xen dom0 booted under QEMU by
@@ -22,6 +23,7 @@ mod error;
 mod ops;
 mod perms;
 pub mod status_map;
+mod store;
 pub mod wire;
 mod xsrs;
 
@@ -30,4 +32,5 @@ pub use error::{Error, Result, XsErrno};
 pub use ops::{TxnId, WatchEvent, XenStoreOps};
 pub use perms::{Access, Perm};
 pub use status_map::{status_for, status_for_errno};
+pub use store::GuestStore;
 pub use xsrs::{error_from_xenstore_rs, XsRs};

@@ -25,6 +25,7 @@ const REQUIRED: &[&str] = &[
     "domain_path",
     "xenstore_rs_cross_check",
     "xenbus_device",
+    "guest_store_mapping",
     "domu_identity",
     "domu_permission_denied",
     "domu_own_subtree",

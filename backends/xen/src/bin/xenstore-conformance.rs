@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use pvabi::Status;
 use pvabi_xen::{
-    status_for, Access, Error, Perm, TxnId, XenStore, XenStoreOps, XsErrno, XsRs, DEFAULT_SOCKET,
-    XENBUS_DEVICE,
+    status_for, Access, Error, GuestStore, Perm, TxnId, XenStore, XenStoreOps, XsErrno, XsRs,
+    DEFAULT_SOCKET, XENBUS_DEVICE,
 };
 
 const BASE: &str = "/pvabi-conformance";
@@ -442,6 +442,45 @@ fn dom0_checks(r: &mut Runner, socket: &str, device: &str) -> Result<(), String>
             b"1".to_vec(),
         )?;
         Ok(format!("{device}: read, watch, transaction"))
+    });
+
+    r.check("guest_store_mapping", || {
+        let root = p("guest");
+        ok("mkdir guest root", a.mkdir(TxnId::NONE, &root))?;
+        let xs = ok("connect", XenStore::open_socket(socket))?;
+        let mut g = GuestStore::new(xs, root.clone());
+        let st = |what: &str, r: Result<(), Status>| r.map_err(|s| format!("{what}: {s}"));
+        st("write", g.write(b"cfg/b", b"2", 0))?;
+        st("write", g.write(b"cfg/a", b"1", 0))?;
+        eq("read", g.read(b"cfg/a", 0), Ok(b"1".to_vec()))?;
+        eq("list sorted", g.list(b"cfg", 0), Ok(b"a\0b\0".to_vec()))?;
+        eq("list root", g.list(b"", 0), Ok(b"cfg\0".to_vec()))?;
+        eq("outside path", g.read(b"../v", 0), Err(Status::INVALID_PARAM))?;
+        // xenstored acknowledges this removal; STORE-8 wants NOT_FOUND.
+        eq("remove missing", g.remove(b"cfg/zz", 0), Err(Status::NOT_FOUND))?;
+        let id = g.watch(b"cfg", 5).map_err(|s| format!("watch: {s}"))?;
+        // The write goes over another connection: the event must come from xenstored.
+        ok("host write", b.write(TxnId::NONE, &format!("{root}/cfg/c"), b"3"))?;
+        let deadline = Instant::now() + EVENT_WAIT;
+        let mut ports = Vec::new();
+        while ports.is_empty() && Instant::now() < deadline {
+            ports = g.poll_events().map_err(|s| format!("poll: {s}"))?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eq("raised ports", ports, vec![5])?;
+        let (h, path) = g.watch_next().map_err(|s| format!("watch_next: {s}"))?;
+        eq("event", (h.watch_id, path), (id, b"cfg/c".to_vec()))?;
+        eq("no registration event", g.watch_next().map(|_| ()), Err(Status::NOT_FOUND))?;
+        st("unwatch", g.unwatch(id))?;
+        let t = g.txn_start().map_err(|s| format!("txn_start: {s}"))?;
+        eq("read in txn", g.read(b"cfg/a", u64::from(t)), Ok(b"1".to_vec()))?;
+        ok("concurrent host write", b.write(TxnId::NONE, &format!("{root}/cfg/a"), b"9"))?;
+        st("write in txn", g.write(b"cfg/a", b"5", u64::from(t)))?;
+        eq("commit", g.txn_commit(u64::from(t)), Err(Status::CONFLICT))?;
+        eq("value", g.read(b"cfg/a", 0), Ok(b"9".to_vec()))?;
+        st("remove", g.remove(b"cfg", 0))?;
+        eq("removed", g.read(b"cfg/a", 0), Err(Status::NOT_FOUND))?;
+        Ok("STORE paths, sorted LIST, REMOVE of a missing node, watch without registration event, CONFLICT".into())
     });
 
     // Round-trip cost of a READ over each transport (reported, not asserted).
