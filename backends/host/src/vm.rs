@@ -1406,13 +1406,21 @@ impl Vm {
     fn shared_areas(st: &State) -> impl Iterator<Item = (u64, u64)> + '_ {
         let ev = st.event_page.map(|p| (p, PAGE_SIZE));
         let ring = st.ring.map(|r| (r.gpa, RingHeader::ring_bytes(r.order)));
+        let grant = st.grant.map(|(gpa, entries)| (gpa, entries * GrantEntry::SIZE as u64));
+        let crash = st.crash_buf;
         let per_vcpu = st.vcpus.iter().flat_map(|v| {
             [
                 v.clock_page.map(|p| (p, ClockPage::SIZE as u64)),
                 v.steal.map(|p| (p, StealTime::SIZE as u64)),
             ]
         });
-        ev.into_iter().chain(ring).chain(per_vcpu.flatten())
+        // Every shared area of spec chapter 9: clock pages, steal-time records, the event
+        // page, the grant table, the ring and the crash buffer.
+        ev.into_iter()
+            .chain(ring)
+            .chain(grant)
+            .chain(crash)
+            .chain(per_vcpu.flatten())
     }
 
     fn raise_store(&self, st: &mut State, fx: &mut Fx) {
