@@ -197,7 +197,7 @@ fn unknown_calls(c: &mut Ctx<'_>) {
             expect_not_supported(c, CallId::new(ServiceId(s), 0), [0; 6]);
         }
     }
-    // HARNESS without... is present here; a function behind a clear feature bit.
+    // Functions behind a clear feature bit (CONV-7's "function it does not offer").
     let f = c.pv.info().features;
     if !f.contains(Features::RING_GATE) {
         expect_not_supported(c, call::BASE_RING_UNREGISTER, [0; 6]);
