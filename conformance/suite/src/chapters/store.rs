@@ -40,9 +40,29 @@ pub const CASES: &[Case] = &[
         run: value_limits,
     },
     Case {
-        name: "store::host_nodes_guest_access",
-        clauses: "STORE-2,STORE-5,STORE-25,STORE-26,STORE-27",
-        run: host_nodes_guest_access,
+        name: "store::host_node_read_list",
+        clauses: "STORE-2",
+        run: host_node_read_list,
+    },
+    Case {
+        name: "store::host_node_write_remove",
+        clauses: "STORE-25",
+        run: host_node_write_remove,
+    },
+    Case {
+        name: "store::host_node_guest_write",
+        clauses: "STORE-5",
+        run: host_node_guest_write,
+    },
+    Case {
+        name: "store::host_node_create_below",
+        clauses: "STORE-26",
+        run: host_node_create_below,
+    },
+    Case {
+        name: "store::host_node_subtree_remove",
+        clauses: "STORE-27",
+        run: host_node_subtree_remove,
     },
     Case {
         name: "store::node_quota",
@@ -81,8 +101,13 @@ pub const CASES: &[Case] = &[
     },
     Case {
         name: "store::txn_conflict",
-        clauses: "STORE-16,STORE-17",
+        clauses: "STORE-16",
         run: txn_conflict,
+    },
+    Case {
+        name: "store::txn_snapshot",
+        clauses: "STORE-17",
+        run: txn_snapshot,
     },
     Case {
         name: "store::txn_quota",
@@ -1028,9 +1053,11 @@ fn value_limits(c: &mut Ctx<'_>) {
     s.cleanup(c, b"cf_val");
 }
 
-fn host_nodes_guest_access(c: &mut Ctx<'_>) {
-    let Some(mut s) = St::new(c) else { return };
-    s.cleanup(c, b"cf_acc");
+/// Creates `cf_acc` (guest-owned) with host nodes below it: `none` (NONE), `ro` (READ),
+/// `rw` (READ_WRITE) and `sub/deep` (NONE).
+fn acc_setup(c: &mut Ctx<'_>) -> Option<St> {
+    let mut s = St::new(c)?;
+    acc_teardown(c, &mut s);
     let r = s.write(c, b"cf_acc", b"", 0);
     expect(c, r, Status::SUCCESS, "WRITE cf_acc");
     for (p, v, a) in [
@@ -1042,17 +1069,53 @@ fn host_nodes_guest_access(c: &mut Ctx<'_>) {
         let r = s.host_write(c, p, v, a);
         expect(c, r, Status::SUCCESS, "HARNESS.STORE_HOST_WRITE");
     }
+    Some(s)
+}
+
+/// Removes what [`acc_setup`] made: the host hands its nodes over, the guest removes them.
+fn acc_teardown(c: &mut Ctx<'_>, s: &mut St) {
+    for p in [
+        &b"cf_acc/none"[..],
+        b"cf_acc/ro",
+        b"cf_acc/sub",
+        b"cf_acc/sub/deep",
+    ] {
+        let mut buf = [0u8; 0];
+        if s.host_read(c, p, &mut buf).status != Status::NOT_FOUND {
+            let r = s.host_write(c, p, b"", GuestAccess::READ_WRITE);
+            expect(c, r, Status::SUCCESS, "cleanup HARNESS.STORE_HOST_WRITE");
+        }
+    }
+    s.cleanup(c, b"cf_acc");
+}
+
+fn host_node_read_list(c: &mut Ctx<'_>) {
+    let Some(mut s) = acc_setup(c) else { return };
     let buf = s.s.take(64);
     buf.fill(0xAA);
-    // STORE-2: READ and LIST of a NONE node are DENIED (and reveal nothing).
+    // READ and LIST of a NONE node are DENIED and reveal nothing.
     let r = s.read(c, b"cf_acc/none", buf, 0);
-    expect(c, r, Status::DENIED, "STORE-2 READ of a NONE node");
+    c.check(
+        r.status == Status::DENIED && r.value == 0,
+        format_args!(
+            "STORE-2 READ of a NONE node: expected DENIED 0, got {:?} {}",
+            r.status, r.value
+        ),
+    );
     c.check(
         buf.iter().all(|b| *b == 0xAA),
         format_args!("STORE-2 a DENIED READ wrote into the buffer"),
     );
     let r = s.list(c, b"cf_acc/none", buf, 0);
     expect(c, r, Status::DENIED, "STORE-2 LIST of a NONE node");
+    let r = s.read(c, b"cf_acc/none", &mut [], 0);
+    expect(
+        c,
+        r,
+        Status::DENIED,
+        "STORE-2 READ of a NONE node with buf_len 0",
+    );
+    // READ and READ_WRITE nodes are readable and listable.
     s.expect_value(c, b"cf_acc/ro", b"r", 0, "STORE-2 READ of a READ node");
     let r = s.list(c, b"cf_acc/ro", buf, 0);
     c.check(
@@ -1066,13 +1129,30 @@ fn host_nodes_guest_access(c: &mut Ctx<'_>) {
         0,
         "STORE-2 READ of a READ_WRITE node",
     );
+    acc_teardown(c, &mut s);
+}
 
-    // STORE-25: WRITE and REMOVE of NONE and READ nodes are DENIED.
+fn host_node_write_remove(c: &mut Ctx<'_>) {
+    let Some(mut s) = acc_setup(c) else { return };
     for p in [&b"cf_acc/none"[..], b"cf_acc/ro"] {
         let r = s.write(c, p, b"x", 0);
-        expect(c, r, Status::DENIED, "STORE-25 WRITE of a NONE/READ node");
+        c.check(
+            r.status == Status::DENIED,
+            format_args!(
+                "STORE-25 WRITE of {}: expected DENIED, got {:?}",
+                Show(p),
+                r.status
+            ),
+        );
         let r = s.remove(c, p, 0);
-        expect(c, r, Status::DENIED, "STORE-25 REMOVE of a NONE/READ node");
+        c.check(
+            r.status == Status::DENIED,
+            format_args!(
+                "STORE-25 REMOVE of {}: expected DENIED, got {:?}",
+                Show(p),
+                r.status
+            ),
+        );
     }
     s.expect_host(
         c,
@@ -1081,8 +1161,12 @@ fn host_nodes_guest_access(c: &mut Ctx<'_>) {
         "STORE-25 node unchanged",
     );
     s.expect_host(c, b"cf_acc/ro", Some(b"r"), "STORE-25 node unchanged");
-    // STORE-5: a guest write to a READ_WRITE host node succeeds and keeps its ownership
-    // (the host's view shows the value).
+    acc_teardown(c, &mut s);
+}
+
+fn host_node_guest_write(c: &mut Ctx<'_>) {
+    let Some(mut s) = acc_setup(c) else { return };
+    // A guest write to a READ_WRITE host node succeeds; the host sees the value.
     let r = s.write(c, b"cf_acc/rw", b"guest", 0);
     expect(c, r, Status::SUCCESS, "STORE-5 WRITE of a READ_WRITE node");
     s.expect_host(
@@ -1091,8 +1175,33 @@ fn host_nodes_guest_access(c: &mut Ctx<'_>) {
         Some(b"guest"),
         "STORE-5 host sees the write",
     );
+    s.expect_value(
+        c,
+        b"cf_acc/rw",
+        b"guest",
+        0,
+        "STORE-5 guest reads its write",
+    );
+    // Creating below it is allowed, and the created node is the guest's to remove.
+    let r = s.write(c, b"cf_acc/rw/child", b"ok", 0);
+    expect(
+        c,
+        r,
+        Status::SUCCESS,
+        "STORE-5 WRITE below a READ_WRITE node",
+    );
+    let r = s.remove(c, b"cf_acc/rw/child", 0);
+    expect(
+        c,
+        r,
+        Status::SUCCESS,
+        "STORE-5 REMOVE of the node the guest created",
+    );
+    acc_teardown(c, &mut s);
+}
 
-    // STORE-26: creating below a host node without READ_WRITE is DENIED.
+fn host_node_create_below(c: &mut Ctx<'_>) {
+    let Some(mut s) = acc_setup(c) else { return };
     for p in [
         &b"cf_acc/ro/child"[..],
         b"cf_acc/none/child",
@@ -1110,36 +1219,32 @@ fn host_nodes_guest_access(c: &mut Ctx<'_>) {
         );
     }
     s.expect_host(c, b"cf_acc/ro/child", None, "STORE-26 nothing created");
+    s.expect_host(c, b"cf_acc/none/child", None, "STORE-26 nothing created");
     s.expect_host(c, b"cf_acc/none/a", None, "STORE-26 nothing created");
-    let r = s.write(c, b"cf_acc/rw/child", b"ok", 0);
-    expect(
-        c,
-        r,
-        Status::SUCCESS,
-        "STORE-26 WRITE below a READ_WRITE node",
-    );
+    s.expect_host(c, b"cf_acc/sub/deep/x", None, "STORE-26 nothing created");
+    acc_teardown(c, &mut s);
+}
 
-    // STORE-27: removing a subtree with a NONE/READ node is DENIED and removes nothing.
+fn host_node_subtree_remove(c: &mut Ctx<'_>) {
+    let Some(mut s) = acc_setup(c) else { return };
+    let r = s.write(c, b"cf_acc/mine", b"m", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_acc/mine");
     let r = s.remove(c, b"cf_acc", 0);
     expect(
         c,
         r,
         Status::DENIED,
-        "STORE-27 REMOVE of a subtree holding NONE nodes",
+        "STORE-27 REMOVE of a subtree holding NONE and READ nodes",
     );
-    s.expect_host(
-        c,
-        b"cf_acc/rw/child",
-        Some(b"ok"),
-        "STORE-27 nothing removed",
-    );
-    s.expect_host(c, b"cf_acc/rw", Some(b"guest"), "STORE-27 nothing removed");
+    s.expect_host(c, b"cf_acc/mine", Some(b"m"), "STORE-27 nothing removed");
+    s.expect_host(c, b"cf_acc/rw", Some(b"w"), "STORE-27 nothing removed");
     s.expect_host(
         c,
         b"cf_acc/none",
         Some(b"secret"),
         "STORE-27 nothing removed",
     );
+    s.expect_host(c, b"cf_acc/ro", Some(b"r"), "STORE-27 nothing removed");
     let r = s.remove(c, b"cf_acc/sub", 0);
     expect(
         c,
@@ -1153,19 +1258,7 @@ fn host_nodes_guest_access(c: &mut Ctx<'_>) {
         Some(b"d"),
         "STORE-27 nothing removed",
     );
-
-    // Clean up: the host hands the nodes over, the guest removes them.
-    for p in [
-        &b"cf_acc/none"[..],
-        b"cf_acc/ro",
-        b"cf_acc/sub",
-        b"cf_acc/sub/deep",
-    ] {
-        let r = s.host_write(c, p, b"", GuestAccess::READ_WRITE);
-        expect(c, r, Status::SUCCESS, "cleanup HARNESS.STORE_HOST_WRITE");
-    }
-    let r = s.remove(c, b"cf_acc", 0);
-    expect(c, r, Status::SUCCESS, "cleanup REMOVE cf_acc");
+    acc_teardown(c, &mut s);
 }
 
 /// Counts the nodes of the subtree at `path` (the node itself excluded), walking with
@@ -1869,14 +1962,6 @@ fn txn_conflict(c: &mut Ctx<'_>) {
         expect(c, r, Status::SUCCESS, "WRITE in t3");
         let r = s.host_write(c, b"cf_c/n", b"host", GuestAccess::READ_WRITE);
         expect(c, r, Status::SUCCESS, "HARNESS.STORE_HOST_WRITE cf_c/n");
-        // STORE-17: the snapshot does not move.
-        s.expect_value(
-            c,
-            b"cf_c/n",
-            b"1",
-            t3,
-            "STORE-17 snapshot after a host write",
-        );
         let r = c.raw(call::STORE_TXN_COMMIT, [t3, 0, 0, 0, 0, 0]);
         expect(c, r, Status::CONFLICT, "STORE-16 commit after a host write");
         s.expect_missing(
@@ -1893,12 +1978,6 @@ fn txn_conflict(c: &mut Ctx<'_>) {
         expect(c, r, Status::SUCCESS, "WRITE in t4");
         let r = s.write(c, b"cf_c/late", b"l", 0);
         expect(c, r, Status::SUCCESS, "WRITE cf_c/late outside t4");
-        s.expect_missing(
-            c,
-            b"cf_c/late",
-            t4,
-            "STORE-17 snapshot keeps the node missing",
-        );
         let r = c.raw(call::STORE_TXN_COMMIT, [t4, 0, 0, 0, 0, 0]);
         expect(
             c,
@@ -1913,7 +1992,108 @@ fn txn_conflict(c: &mut Ctx<'_>) {
             "STORE-16 conflicting commit applied nothing",
         );
     }
+    // A node the transaction listed gains a child.
+    if let Some(t5) = txn_start(c) {
+        let n = s.names(c, b"cf_c", t5);
+        c.check(n.is_ok(), format_args!("LIST in t5: {n:?}"));
+        let r = s.write(c, b"cf_c/y", b"y", t5);
+        expect(c, r, Status::SUCCESS, "WRITE in t5");
+        let r = s.write(c, b"cf_c/child", b"c", 0);
+        expect(c, r, Status::SUCCESS, "WRITE cf_c/child outside t5");
+        let r = c.raw(call::STORE_TXN_COMMIT, [t5, 0, 0, 0, 0, 0]);
+        expect(
+            c,
+            r,
+            Status::CONFLICT,
+            "STORE-16 commit after a listed node gained a child",
+        );
+        s.expect_missing(
+            c,
+            b"cf_c/y",
+            0,
+            "STORE-16 conflicting commit applied nothing",
+        );
+    }
+    // A node the transaction removed is changed by someone else.
+    if let Some(t6) = txn_start(c) {
+        let r = s.remove(c, b"cf_c/n", t6);
+        expect(c, r, Status::SUCCESS, "REMOVE in t6");
+        let r = s.host_write(c, b"cf_c/n", b"again", GuestAccess::READ_WRITE);
+        expect(c, r, Status::SUCCESS, "HARNESS.STORE_HOST_WRITE cf_c/n");
+        let r = c.raw(call::STORE_TXN_COMMIT, [t6, 0, 0, 0, 0, 0]);
+        expect(
+            c,
+            r,
+            Status::CONFLICT,
+            "STORE-16 commit after a removed node was changed",
+        );
+        s.expect_value(
+            c,
+            b"cf_c/n",
+            b"again",
+            0,
+            "STORE-16 the removal was not applied",
+        );
+    }
     s.cleanup(c, b"cf_c");
+}
+
+fn txn_snapshot(c: &mut Ctx<'_>) {
+    if !txn_supported(c) {
+        return;
+    }
+    let Some(mut s) = St::new(c) else { return };
+    s.cleanup(c, b"cf_ss");
+    let r = s.write(c, b"cf_ss/n", b"0", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_ss/n");
+    let Some(t) = txn_start(c) else { return };
+    s.expect_value(c, b"cf_ss/n", b"0", t, "STORE-17 READ in the transaction");
+    // Changes by the guest outside the transaction and by the host do not show inside.
+    let r = s.write(c, b"cf_ss/n", b"1", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_ss/n outside");
+    s.expect_value(
+        c,
+        b"cf_ss/n",
+        b"0",
+        t,
+        "STORE-17 snapshot after a guest write",
+    );
+    let r = s.host_write(c, b"cf_ss/n", b"2", GuestAccess::READ_WRITE);
+    expect(c, r, Status::SUCCESS, "HARNESS.STORE_HOST_WRITE cf_ss/n");
+    s.expect_value(
+        c,
+        b"cf_ss/n",
+        b"0",
+        t,
+        "STORE-17 snapshot after a host write",
+    );
+    let r = s.write(c, b"cf_ss/late", b"l", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_ss/late outside");
+    s.expect_missing(c, b"cf_ss/late", t, "STORE-17 a node created later");
+    match s.names(c, b"cf_ss", t) {
+        Ok(n) => c.check(
+            n == b"n\0",
+            format_args!("STORE-17 LIST in the transaction: {:?}", Show(n)),
+        ),
+        Err(e) => c.check(
+            false,
+            format_args!("STORE-17 LIST in the transaction: {e:?}"),
+        ),
+    };
+    // The transaction's own changes show inside only.
+    let r = s.write(c, b"cf_ss/mine", b"t", t);
+    expect(c, r, Status::SUCCESS, "WRITE cf_ss/mine in the transaction");
+    s.expect_value(c, b"cf_ss/mine", b"t", t, "STORE-17 own change");
+    s.expect_missing(c, b"cf_ss/mine", 0, "STORE-17 own change invisible outside");
+    s.expect_host(
+        c,
+        b"cf_ss/mine",
+        None,
+        "STORE-17 own change invisible to the host",
+    );
+    let r = c.raw(call::STORE_TXN_ABORT, [t, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::SUCCESS, "TXN_ABORT");
+    s.cleanup(c, b"cf_ss");
 }
 
 fn txn_quota(c: &mut Ctx<'_>) {
