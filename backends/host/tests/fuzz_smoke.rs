@@ -1,0 +1,104 @@
+//! The fuzz target bodies (`fuzz/logic`, run by `cargo +nightly fuzz`) on stable: each target
+//! runs over its committed seed corpus, the built-in seeds, mutations of them and a few
+//! thousand deterministic pseudo-random inputs, with every invariant the fuzzers check.
+//!
+//! With `PVABI_WRITE_FUZZ_SEEDS=1` the built-in seeds are (re)written to
+//! `fuzz/corpus/<target>/seed-*`.
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../../fuzz/logic/mod.rs"]
+mod logic;
+
+use std::path::PathBuf;
+
+use logic::env::plain_ram;
+use logic::input::Rng;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target)
+}
+
+/// The committed corpus files of a target (seeds and anything added later).
+fn corpus(target: &str, built_in: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let dir = corpus_dir(target);
+    if std::env::var_os("PVABI_WRITE_FUZZ_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).expect("corpus dir");
+        for (i, s) in built_in.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i:02}")), s).expect("write seed");
+        }
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    let out: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(f).expect("read corpus file"))
+        .collect();
+    assert!(
+        !out.is_empty(),
+        "no seed corpus in {} (write it with PVABI_WRITE_FUZZ_SEEDS=1)",
+        dir.display()
+    );
+    out
+}
+
+/// Seeds, then mutations of them (bytes flipped, cut, spliced), then random inputs.
+fn inputs(target: &str, built_in: Vec<Vec<u8>>, seed: u64, random: usize) -> Vec<Vec<u8>> {
+    let mut all = corpus(target, &built_in);
+    all.extend(built_in);
+    let base = all.clone();
+    let mut rng = Rng(seed);
+    for i in 0..random {
+        let mut v = if i % 2 == 0 {
+            let s = &base[rng.next_u64() as usize % base.len()];
+            s.clone()
+        } else {
+            let len = rng.next_u64() as usize % 400;
+            rng.bytes(len)
+        };
+        if !v.is_empty() {
+            for _ in 0..1 + rng.next_u64() % 6 {
+                let at = rng.next_u64() as usize % v.len();
+                match rng.next_u64() % 4 {
+                    0 => v[at] = rng.next_u64() as u8,
+                    1 => v[at] ^= 1 << (rng.next_u64() % 8),
+                    2 => v.truncate(at.max(1)),
+                    _ => {
+                        let n = 1 + rng.next_u64() as usize % 32;
+                        let extra = rng.bytes(n);
+                        v.splice(at..at, extra);
+                    }
+                }
+            }
+        }
+        all.push(v);
+    }
+    all
+}
+
+#[test]
+fn dispatch_target_over_corpus_and_random_inputs() {
+    let ram = plain_ram();
+    let all = inputs("dispatch", logic::seeds::dispatch(), 0x5eed_0001, 3000);
+    for data in &all {
+        logic::dispatch::run(data, &ram);
+    }
+}
+
+#[test]
+fn store_target_over_corpus_and_random_inputs() {
+    for data in &inputs("store", logic::seeds::store(), 0x5eed_0002, 3000) {
+        logic::store::run(data);
+    }
+}
+
+#[test]
+fn multicall_target_over_corpus_and_random_inputs() {
+    let (a, b) = (plain_ram(), plain_ram());
+    for data in &inputs("multicall", logic::seeds::multicall(), 0x5eed_0003, 3000) {
+        logic::multicall::run(data, &a, &b);
+    }
+}
