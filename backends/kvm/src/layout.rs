@@ -188,9 +188,14 @@ pub fn tss_image(v: u32) -> [u8; TSS_LIMIT as usize + 1] {
     }
     if let Some(map) = tss.get_mut(TSS_IOMAP as usize..) {
         map.fill(0xFF);
-        // A 4-byte access checks the bits of all four ports it covers; the ring doorbell
-        // (0x512) lies in the gate port's range.
-        for base in [pvabi::gate::DEFAULT_IOPORT, pvabi::gate::NULL_IOPORT] {
+        // An access of N bytes checks the bits of all N ports it covers, so each port a guest
+        // may write with up to 4 bytes (the gate, the null port, the ring doorbell of any
+        // width, spec `RING-4`) opens 4 ports.
+        for base in [
+            pvabi::gate::DEFAULT_IOPORT,
+            pvabi::gate::NULL_IOPORT,
+            crate::vmm::RING_DOORBELL_PORT,
+        ] {
             for port in base..base + 4 {
                 if let Some(b) = map.get_mut(usize::from(port / 8)) {
                     *b &= !(1u8 << (port % 8));

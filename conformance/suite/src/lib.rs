@@ -239,10 +239,19 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Expects a raw return with status `want`.
+    /// Expects a raw return with status `want` (SUCCESS included).
     pub fn expect_status(&mut self, ret: Ret, want: Status, what: &str) -> bool {
-        self.expect_err(ret.into_result().map(|_| ()), want, what)
-            || (want.is_success() && ret.status.is_success())
+        self.checks += 1;
+        if ret.status == want {
+            true
+        } else {
+            self.failed = true;
+            self.note(format_args!(
+                "{what}: expected {want:?}, got {:?} (value {:#x})",
+                ret.status, ret.value
+            ));
+            false
+        }
     }
 
     /// Marks the case skipped with a reason (unless it already failed).

@@ -53,6 +53,8 @@ pub const TERMINAL: &[&[TerminalCase]] = &[
 
 /// Guest functions the cases use as vCPU entries or callbacks, per chapter.
 pub const FUNCTIONS: &[&[GuestEntry]] = &[
+    base::FUNCTIONS,
+    console::FUNCTIONS,
     vcpu::FUNCTIONS,
     event::FUNCTIONS,
     clock::FUNCTIONS,
