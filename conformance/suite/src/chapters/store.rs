@@ -20,9 +20,39 @@ use crate::{Case, Ctx, GuestEntry};
 /// The chapter's cases.
 pub const CASES: &[Case] = &[
     Case {
-        name: "store::write_read_list_remove",
-        clauses: "STORE-3,STORE-5,STORE-7,STORE-8,STORE-21,STORE-28,STORE-30",
-        run: write_read_list_remove,
+        name: "store::write_creates_ancestors",
+        clauses: "STORE-5",
+        run: write_creates_ancestors,
+    },
+    Case {
+        name: "store::read_value",
+        clauses: "STORE-3",
+        run: read_value,
+    },
+    Case {
+        name: "store::empty_value",
+        clauses: "STORE-21",
+        run: empty_value,
+    },
+    Case {
+        name: "store::list_children",
+        clauses: "STORE-7",
+        run: list_children,
+    },
+    Case {
+        name: "store::list_missing_and_root",
+        clauses: "STORE-30",
+        run: list_missing_and_root,
+    },
+    Case {
+        name: "store::read_missing",
+        clauses: "STORE-28",
+        run: read_missing,
+    },
+    Case {
+        name: "store::remove_subtree",
+        clauses: "STORE-8",
+        run: remove_subtree,
     },
     Case {
         name: "store::path_rules",
@@ -70,9 +100,24 @@ pub const CASES: &[Case] = &[
         run: node_quota,
     },
     Case {
-        name: "store::watch_fires",
-        clauses: "STORE-10,STORE-11,STORE-12,STORE-13,STORE-20,STORE-35",
-        run: watch_fires,
+        name: "store::watch_registers",
+        clauses: "STORE-10",
+        run: watch_registers,
+    },
+    Case {
+        name: "store::watch_events",
+        clauses: "STORE-11,STORE-13,STORE-20",
+        run: watch_events,
+    },
+    Case {
+        name: "store::watch_next_too_small",
+        clauses: "STORE-35",
+        run: watch_next_too_small,
+    },
+    Case {
+        name: "store::unwatch",
+        clauses: "STORE-12",
+        run: unwatch,
     },
     Case {
         name: "store::watch_bad_ports",
@@ -531,40 +576,75 @@ fn take_pending(ev: &EventChannels, port: Port) -> bool {
 // Cases.
 // ---------------------------------------------------------------------------------------
 
-fn write_read_list_remove(c: &mut Ctx<'_>) {
-    let Some(mut s) = St::new(c) else { return };
+/// Creates `cf_basic/x/y` = `hello` and the children `Z`, `_-9`, `a` (empty), `b.1` of
+/// `cf_basic/x`.
+fn basic_setup(c: &mut Ctx<'_>) -> Option<St> {
+    let mut s = St::new(c)?;
     s.cleanup(c, b"cf_basic");
-    // STORE-5: a write creates the node and its missing ancestors (empty, guest-owned).
-    let r = s.write(c, b"cf_basic/x/y", b"hello", 0);
-    expect(c, r, Status::SUCCESS, "WRITE cf_basic/x/y");
-    s.expect_value(c, b"cf_basic/x/y", b"hello", 0, "STORE-5 value");
-    s.expect_value(
-        c,
-        b"cf_basic/x",
-        b"",
-        0,
-        "STORE-5 created ancestor is empty",
-    );
-    s.expect_value(c, b"cf_basic", b"", 0, "STORE-5 created ancestor is empty");
+    let mut ok = true;
+    for (p, v) in [
+        (&b"cf_basic/x/y"[..], &b"hello"[..]),
+        (b"cf_basic/x/a", b""),
+        (b"cf_basic/x/b.1", b"v"),
+        (b"cf_basic/x/Z", b"v"),
+        (b"cf_basic/x/_-9", b"v"),
+    ] {
+        let r = s.write(c, p, v, 0);
+        ok &= expect(c, r, Status::SUCCESS, "setup: STORE.WRITE");
+    }
+    ok.then_some(s)
+}
+
+/// The names `basic_setup` puts below `cf_basic/x`, as STORE.LIST writes them.
+const BASIC_NAMES: &[u8] = b"Z\0_-9\0a\0b.1\0y\0";
+
+fn write_creates_ancestors(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    s.cleanup(c, b"cf_w5");
+    // The node and its missing ancestors (empty, guest-owned) are created.
+    let r = s.write(c, b"cf_w5/x/y", b"hello", 0);
+    expect(c, r, Status::SUCCESS, "STORE-5 WRITE cf_w5/x/y");
+    s.expect_value(c, b"cf_w5/x/y", b"hello", 0, "STORE-5 value");
+    s.expect_value(c, b"cf_w5/x", b"", 0, "STORE-5 created ancestor is empty");
+    s.expect_value(c, b"cf_w5", b"", 0, "STORE-5 created ancestor is empty");
     s.expect_host(
         c,
-        b"cf_basic/x/y",
+        b"cf_w5/x/y",
         Some(b"hello"),
         "STORE-5 host sees the write",
     );
-    // The created ancestor is guest-owned: the guest may write it.
-    let r = s.write(c, b"cf_basic/x", b"anc", 0);
-    expect(c, r, Status::SUCCESS, "WRITE of a created ancestor");
-    s.expect_value(c, b"cf_basic/x", b"anc", 0, "STORE-5 ancestor rewritten");
+    // The created ancestor is the guest's: it may write and remove it.
+    let r = s.write(c, b"cf_w5/x", b"anc", 0);
+    expect(c, r, Status::SUCCESS, "STORE-5 WRITE of a created ancestor");
+    s.expect_value(c, b"cf_w5/x", b"anc", 0, "STORE-5 ancestor rewritten");
+    // A shorter value replaces the whole value.
+    let r = s.write(c, b"cf_w5/x/y", b"hi", 0);
+    expect(c, r, Status::SUCCESS, "STORE-5 WRITE of a shorter value");
+    s.expect_value(c, b"cf_w5/x/y", b"hi", 0, "STORE-5 overwrite");
+    let r = s.remove(c, b"cf_w5", 0);
+    expect(c, r, Status::SUCCESS, "STORE-5 REMOVE of the created nodes");
+}
 
-    // STORE-3: exact buffer; buffer too small -> BUFFER_TOO_SMALL with the size, nothing
-    // written.
+fn read_value(c: &mut Ctx<'_>) {
+    let Some(mut s) = basic_setup(c) else { return };
     let buf = s.s.take(5);
     let r = s.read(c, b"cf_basic/x/y", buf, 0);
     c.check(
         r.status == Status::SUCCESS && r.value == 5 && buf == b"hello",
-        format_args!("STORE-3 READ into 5 bytes: {:?} {}", r.status, r.value),
+        format_args!(
+            "STORE-3 READ into 5 bytes: {:?} {} {:?}",
+            r.status,
+            r.value,
+            Show(buf)
+        ),
     );
+    let big = s.s.take(64);
+    let r = s.read(c, b"cf_basic/x/y", big, 0);
+    c.check(
+        r.status == Status::SUCCESS && r.value == 5 && big.get(..5) == Some(&b"hello"[..]),
+        format_args!("STORE-3 READ into 64 bytes: {:?} {}", r.status, r.value),
+    );
+    // Too small: BUFFER_TOO_SMALL with the length, nothing written.
     let small = s.s.take(4);
     small.fill(0xAA);
     let r = s.read(c, b"cf_basic/x/y", small, 0);
@@ -587,36 +667,55 @@ fn write_read_list_remove(c: &mut Ctx<'_>) {
             r.status, r.value
         ),
     );
-    // Overwrite with a shorter value.
-    let r = s.write(c, b"cf_basic/x/y", b"hi", 0);
-    expect(c, r, Status::SUCCESS, "WRITE shorter value");
-    s.expect_value(c, b"cf_basic/x/y", b"hi", 0, "STORE-5 overwrite");
+    s.cleanup(c, b"cf_basic");
+}
 
-    // STORE-21: an empty value is accepted and reads as 0 bytes.
-    let r = s.write(c, b"cf_basic/x/a", b"", 0);
+fn empty_value(c: &mut Ctx<'_>) {
+    let Some(mut s) = St::new(c) else { return };
+    s.cleanup(c, b"cf_e");
+    let r = s.write(c, b"cf_e", b"", 0);
     expect(c, r, Status::SUCCESS, "STORE-21 WRITE of an empty value");
-    let r = s.read(c, b"cf_basic/x/a", &mut [], 0);
+    let buf = s.s.take(8);
+    for (b, len) in [(&mut [][..], 0usize), (&mut buf[..], 8)] {
+        let r = s.read(c, b"cf_e", b, 0);
+        c.check(
+            r.status == Status::SUCCESS && r.value == 0,
+            format_args!(
+                "STORE-21 READ of an empty value into {len} bytes: {:?} {}",
+                r.status, r.value
+            ),
+        );
+    }
+    // A value made empty again.
+    let r = s.write(c, b"cf_e", b"x", 0);
+    expect(c, r, Status::SUCCESS, "WRITE of a value");
+    let r = s.write(c, b"cf_e", b"", 0);
+    expect(
+        c,
+        r,
+        Status::SUCCESS,
+        "STORE-21 WRITE of an empty value over a value",
+    );
+    let r = s.read(c, b"cf_e", &mut [], 0);
     c.check(
         r.status == Status::SUCCESS && r.value == 0,
         format_args!(
-            "STORE-21 READ of an empty value: {:?} {}",
+            "STORE-21 READ of the emptied value: {:?} {}",
             r.status, r.value
         ),
     );
+    s.cleanup(c, b"cf_e");
+}
 
-    // STORE-7: children in ascending byte order, NUL after each.
-    for p in [&b"cf_basic/x/b.1"[..], b"cf_basic/x/Z", b"cf_basic/x/_-9"] {
-        let r = s.write(c, p, b"v", 0);
-        expect(c, r, Status::SUCCESS, "WRITE a child");
-    }
-    let want_names: &[u8] = b"Z\0_-9\0a\0b.1\0y\0";
+fn list_children(c: &mut Ctx<'_>) {
+    let Some(mut s) = basic_setup(c) else { return };
     match s.names(c, b"cf_basic/x", 0) {
         Ok(n) => {
             c.check(
-                n == want_names,
+                n == BASIC_NAMES,
                 format_args!(
                     "STORE-7 LIST: expected {:?}, got {:?}",
-                    Show(want_names),
+                    Show(BASIC_NAMES),
                     Show(n)
                 ),
             );
@@ -625,14 +724,23 @@ fn write_read_list_remove(c: &mut Ctx<'_>) {
             c.check(false, format_args!("STORE-7 LIST failed: {e:?}"));
         }
     }
-    let small = s.s.take(want_names.len() - 1);
+    let exact = s.s.take(BASIC_NAMES.len());
+    let r = s.list(c, b"cf_basic/x", exact, 0);
+    c.check(
+        r.status == Status::SUCCESS && r.value == BASIC_NAMES.len() as u64 && exact == BASIC_NAMES,
+        format_args!(
+            "STORE-7 LIST into an exact buffer: {:?} {}",
+            r.status, r.value
+        ),
+    );
+    let small = s.s.take(BASIC_NAMES.len() - 1);
     small.fill(0xAA);
     let r = s.list(c, b"cf_basic/x", small, 0);
     c.check(
-        r.status == Status::BUFFER_TOO_SMALL && r.value == want_names.len() as u64,
+        r.status == Status::BUFFER_TOO_SMALL && r.value == BASIC_NAMES.len() as u64,
         format_args!(
             "STORE-7 LIST into a short buffer: expected BUFFER_TOO_SMALL {}, got {:?} {}",
-            want_names.len(),
+            BASIC_NAMES.len(),
             r.status,
             r.value
         ),
@@ -642,15 +750,36 @@ fn write_read_list_remove(c: &mut Ctx<'_>) {
         format_args!("STORE-7 BUFFER_TOO_SMALL wrote into the buffer"),
     );
     let buf = s.s.take(16);
-    let r = s.list(c, b"cf_basic/x/y", buf, 0);
-    c.check(
-        r.status == Status::SUCCESS && r.value == 0,
-        format_args!("STORE-7 LIST of a leaf: {:?} {}", r.status, r.value),
-    );
+    for leaf in [&b"cf_basic/x/y"[..], b"cf_basic/x/a"] {
+        let r = s.list(c, leaf, buf, 0);
+        c.check(
+            r.status == Status::SUCCESS && r.value == 0,
+            format_args!(
+                "STORE-7 LIST of leaf {}: {:?} {}",
+                Show(leaf),
+                r.status,
+                r.value
+            ),
+        );
+    }
+    match s.names(c, b"cf_basic", 0) {
+        Ok(n) => c.check(
+            n == b"x\0",
+            format_args!("STORE-7 LIST of cf_basic: {:?}", Show(n)),
+        ),
+        Err(e) => c.check(false, format_args!("STORE-7 LIST of cf_basic: {e:?}")),
+    };
+    s.cleanup(c, b"cf_basic");
+}
 
-    // STORE-30: LIST of a missing node; the root (empty path) always exists and lists us.
+fn list_missing_and_root(c: &mut Ctx<'_>) {
+    let Some(mut s) = basic_setup(c) else { return };
+    let buf = s.s.take(16);
     let r = s.list(c, b"cf_basic/nope", buf, 0);
     expect(c, r, Status::NOT_FOUND, "STORE-30 LIST of a missing node");
+    let r = s.list(c, b"cf_basic/x/y/deeper", buf, 0);
+    expect(c, r, Status::NOT_FOUND, "STORE-30 LIST below a leaf");
+    // The root (the empty path) always exists, and lists cf_basic.
     let r = c.raw(call::STORE_LIST, [0, 0, 0, 0, 0, 0]);
     c.check(
         r.status == Status::SUCCESS || r.status == Status::BUFFER_TOO_SMALL,
@@ -670,12 +799,29 @@ fn write_read_list_remove(c: &mut Ctx<'_>) {
             Show(names)
         ),
     );
+    s.cleanup(c, b"cf_basic");
+}
 
-    // STORE-28: READ of a missing node.
+fn read_missing(c: &mut Ctx<'_>) {
+    let Some(mut s) = basic_setup(c) else { return };
     s.expect_missing(c, b"cf_basic/x/nope", 0, "STORE-28");
     s.expect_missing(c, b"cf_basic/x/y/deeper", 0, "STORE-28");
+    s.expect_missing(c, b"cf_none_such", 0, "STORE-28");
+    let buf = s.s.take(16);
+    buf.fill(0xAA);
+    let r = s.read(c, b"cf_basic/nope", buf, 0);
+    c.check(
+        r.status == Status::NOT_FOUND && buf.iter().all(|b| *b == 0xAA),
+        format_args!(
+            "STORE-28 READ of a missing node: {:?}, buffer changed?",
+            r.status
+        ),
+    );
+    s.cleanup(c, b"cf_basic");
+}
 
-    // STORE-8: REMOVE takes the whole subtree; a second REMOVE is NOT_FOUND.
+fn remove_subtree(c: &mut Ctx<'_>) {
+    let Some(mut s) = basic_setup(c) else { return };
     let r = s.remove(c, b"cf_basic/x", 0);
     expect(c, r, Status::SUCCESS, "STORE-8 REMOVE cf_basic/x");
     s.expect_missing(c, b"cf_basic/x", 0, "STORE-8 removed node");
@@ -686,13 +832,25 @@ fn write_read_list_remove(c: &mut Ctx<'_>) {
         None,
         "STORE-8 removed subtree (host view)",
     );
+    let buf = s.s.take(16);
     let r = s.list(c, b"cf_basic/x", buf, 0);
     expect(c, r, Status::NOT_FOUND, "STORE-8 LIST of a removed node");
     let r = s.remove(c, b"cf_basic/x", 0);
+    expect(c, r, Status::NOT_FOUND, "STORE-8 REMOVE of a removed node");
+    let r = s.remove(c, b"cf_basic/never", 0);
     expect(c, r, Status::NOT_FOUND, "STORE-8 REMOVE of a missing node");
-    s.expect_value(c, b"cf_basic", b"", 0, "STORE-8 parent kept");
+    s.expect_value(c, b"cf_basic", b"", 0, "STORE-8 the parent is kept");
+    let r = s.list(c, b"cf_basic", buf, 0);
+    c.check(
+        r.status == Status::SUCCESS && r.value == 0,
+        format_args!(
+            "STORE-8 the parent lists no children: {:?} {}",
+            r.status, r.value
+        ),
+    );
     let r = s.remove(c, b"cf_basic", 0);
-    expect(c, r, Status::SUCCESS, "REMOVE cf_basic");
+    expect(c, r, Status::SUCCESS, "STORE-8 REMOVE cf_basic");
+    s.expect_host(c, b"cf_basic", None, "STORE-8 removed (host view)");
 }
 
 /// Malformed paths (`STORE-1`), each sent to READ, WRITE, LIST, REMOVE and WATCH.
@@ -1397,40 +1555,77 @@ fn node_quota(c: &mut Ctx<'_>) {
     s.cleanup(c, b"cf_q");
 }
 
-fn watch_fires(c: &mut Ctx<'_>) {
-    let Some(mut s) = St::new(c) else { return };
-    let Some(ev) = events(c) else { return };
-    let Some(port) = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC") else {
-        return;
-    };
-    s.cleanup(c, b"cf_w");
+/// An event port for a watch case, with the store's watch queue drained and `root` removed.
+fn watch_setup(c: &mut Ctx<'_>, root: &[u8]) -> Option<(St, EventChannels, Port)> {
+    let mut s = St::new(c)?;
+    let ev = events(c)?;
+    let port = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC")?;
+    s.cleanup(c, root);
     s.drain(c);
     let _ = take_pending(&ev, port);
-    // STORE-10: a watch on a path that does not exist; nonzero id; nothing fires now.
-    let r = s.watch(c, b"cf_w/a", port.arg());
+    Some((s, ev, port))
+}
+
+/// Undoes [`watch_setup`] and the case's watches.
+fn watch_teardown(c: &mut Ctx<'_>, mut s: St, ev: EventChannels, port: Port, watches: &[u64]) {
+    for &w in watches {
+        let _ = c.raw(call::STORE_UNWATCH, [w, 0, 0, 0, 0, 0]);
+    }
+    s.drain(c);
+    let _ = take_pending(&ev, port);
+    let _ = c.pv.event_close(port);
+}
+
+fn watch_registers(c: &mut Ctx<'_>) {
+    let Some((mut s, ev, port)) = watch_setup(c, b"cf_wr") else {
+        return;
+    };
+    // A watch on a path that does not exist; nonzero id; nothing fires now.
+    let r = s.watch(c, b"cf_wr/a", port.arg());
     let w1 = r.value;
     c.check(
         r.status == Status::SUCCESS && w1 != 0 && w1 <= u64::from(u32::MAX),
-        format_args!("STORE-10 WATCH cf_w/a: {:?} id {w1}", r.status),
+        format_args!("STORE-10 WATCH cf_wr/a: {:?} id {w1}", r.status),
+    );
+    // A second watch on an existing node.
+    let r = s.write(c, b"cf_wr", b"x", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_wr");
+    let _ = take_pending(&ev, port);
+    s.drain(c);
+    let r = s.watch(c, b"cf_wr", port.arg());
+    let w2 = r.value;
+    c.check(
+        r.status == Status::SUCCESS && w2 != 0 && w2 != w1,
+        format_args!("STORE-10 second WATCH: {:?} id {w2} (first {w1})", r.status),
     );
     c.check(
         !take_pending(&ev, port),
         format_args!("STORE-10 registering a watch raised its port"),
     );
     s.expect_no_event(c, "STORE-10 registering a watch queued an event");
+    s.cleanup(c, b"cf_wr");
+    watch_teardown(c, s, ev, port, &[w1, w2]);
+}
 
-    // STORE-11: a write below the watch queues one event naming the node written (the
-    // ancestors it creates do not fire separately) and raises the port.
+fn watch_events(c: &mut Ctx<'_>) {
+    let Some((mut s, ev, port)) = watch_setup(c, b"cf_w") else {
+        return;
+    };
+    let r = s.watch(c, b"cf_w/a", port.arg());
+    expect(c, r, Status::SUCCESS, "WATCH cf_w/a");
+    let w1 = r.value;
+    // A write below the watch queues one event naming the node written (the ancestors it
+    // creates do not fire separately) and raises the port.
     let r = s.write(c, b"cf_w/a/b/c", b"1", 0);
     expect(c, r, Status::SUCCESS, "WRITE cf_w/a/b/c");
     c.check(
         take_pending(&ev, port),
         format_args!("STORE-11 a write below the watch did not raise the port"),
     );
-    // STORE-13 + STORE-20: header, relative path, 16 + path_len.
+    // STORE-13 + STORE-20: header, path relative to the guest's subtree, 16 + path_len.
     s.expect_event(c, w1, b"cf_w/a/b/c", 0, "STORE-11/13 write below");
     s.expect_no_event(c, "STORE-11 one event per change");
-    // Unchanged value fires too.
+    // A write of an unchanged value fires too.
     let r = s.write(c, b"cf_w/a/b/c", b"1", 0);
     expect(c, r, Status::SUCCESS, "WRITE unchanged value");
     c.check(
@@ -1456,50 +1651,35 @@ fn watch_fires(c: &mut Ctx<'_>) {
         format_args!("STORE-11 a host write did not raise the port"),
     );
     s.expect_event(c, w1, b"cf_w/a", 0, "STORE-11 host write");
-
-    // STORE-35: too small a buffer: BUFFER_TOO_SMALL with the size, event kept.
-    let r = s.write(c, b"cf_w/a/b", b"2", 0);
-    expect(c, r, Status::SUCCESS, "WRITE cf_w/a/b");
-    let small = s.s.take(16 + 7);
-    for len in [0usize, 8, 16, 23] {
-        let r = c.raw(
-            call::STORE_WATCH_NEXT,
-            [gpa(c, small), len as u64, 0, 0, 0, 0],
-        );
-        c.check(
-            r.status == Status::BUFFER_TOO_SMALL && r.value == 24,
-            format_args!(
-                "STORE-35 WATCH_NEXT with buf_len {len}: expected BUFFER_TOO_SMALL 24, got {:?} {}",
-                r.status, r.value
-            ),
-        );
-    }
-    s.expect_event(c, w1, b"cf_w/a/b", 0, "STORE-35 event kept");
-
-    // Two watches, one change: one event each; UNWATCH discards a watch's queued events.
+    // Two watches, one change: one event for each, oldest first.
     let r = s.watch(c, b"cf_w/a/b", port.arg());
+    expect(c, r, Status::SUCCESS, "WATCH cf_w/a/b");
     let w2 = r.value;
-    c.check(
-        r.status == Status::SUCCESS && w2 != 0 && w2 != w1,
-        format_args!("STORE-10 second WATCH: {:?} id {w2} (first {w1})", r.status),
-    );
     let r = s.write(c, b"cf_w/a/b", b"3", 0);
     expect(c, r, Status::SUCCESS, "WRITE cf_w/a/b");
-    let r = c.raw(call::STORE_UNWATCH, [w1, 0, 0, 0, 0, 0]);
-    expect(c, r, Status::SUCCESS, "STORE-12 UNWATCH w1");
-    s.expect_event(c, w2, b"cf_w/a/b", 0, "STORE-12 only w2's event remains");
-    s.expect_no_event(c, "STORE-12 w1's queued event was discarded");
-    let r = c.raw(call::STORE_UNWATCH, [w1, 0, 0, 0, 0, 0]);
-    expect(c, r, Status::NOT_FOUND, "STORE-12 second UNWATCH");
-    let r = s.write(c, b"cf_w/a/b", b"4", 0);
-    expect(c, r, Status::SUCCESS, "WRITE after UNWATCH");
-    s.expect_event(c, w2, b"cf_w/a/b", 0, "STORE-12 w2 still fires");
-    s.expect_no_event(c, "STORE-12 unwatched w1 does not fire");
-    for bogus in [0u64, 0xDEAD_BEEF, w2 + 1000] {
-        let r = c.raw(call::STORE_UNWATCH, [bogus, 0, 0, 0, 0, 0]);
-        expect(c, r, Status::NOT_FOUND, "STORE-12 UNWATCH of an unknown id");
+    let mut got = [0u64; 2];
+    for g in got.iter_mut() {
+        let buf = s.s.take(16 + 64);
+        let r = c.raw(
+            call::STORE_WATCH_NEXT,
+            [gpa(c, buf), buf.len() as u64, 0, 0, 0, 0],
+        );
+        let e = WatchEv::parse(buf);
+        c.check(
+            r.status == Status::SUCCESS
+                && buf.get(16..16 + e.path_len as usize) == Some(b"cf_w/a/b"),
+            format_args!(
+                "STORE-11 one change under two watches: {:?} {}",
+                r.status, e.path_len
+            ),
+        );
+        *g = u64::from(e.watch);
     }
-
+    c.check(
+        (got == [w1, w2] || got == [w2, w1]) && w1 != w2,
+        format_args!("STORE-11 one change under two watches fired {got:?}, expected {w1} and {w2}"),
+    );
+    s.expect_no_event(c, "STORE-11 one event per watch");
     // A removal fires the watches inside the removed subtree, naming the removed node.
     let _ = take_pending(&ev, port);
     let r = s.remove(c, b"cf_w", 0);
@@ -1508,14 +1688,98 @@ fn watch_fires(c: &mut Ctx<'_>) {
         take_pending(&ev, port),
         format_args!("STORE-11 a removal did not raise the port"),
     );
-    s.expect_event(c, w2, b"cf_w", 0, "STORE-11 removal of an ancestor");
-    s.expect_no_event(c, "STORE-11 one event per watch");
+    let mut n = 0;
+    for _ in 0..3 {
+        let buf = s.s.take(16 + 64);
+        let r = c.raw(
+            call::STORE_WATCH_NEXT,
+            [gpa(c, buf), buf.len() as u64, 0, 0, 0, 0],
+        );
+        if r.status != Status::SUCCESS {
+            break;
+        }
+        n += 1;
+        let e = WatchEv::parse(buf);
+        c.check(
+            buf.get(16..16 + e.path_len as usize) == Some(b"cf_w"),
+            format_args!(
+                "STORE-11 a removal's event names {:?}, not the removed node",
+                Show(buf.get(16..16 + e.path_len as usize).unwrap_or(&[]))
+            ),
+        );
+    }
+    c.check(
+        n == 2,
+        format_args!("STORE-11 removing an ancestor of two watches queued {n} events, expected 2"),
+    );
     // STORE-13: an empty queue is NOT_FOUND.
     s.expect_no_event(c, "STORE-13 empty queue");
+    watch_teardown(c, s, ev, port, &[w1, w2]);
+}
+
+fn watch_next_too_small(c: &mut Ctx<'_>) {
+    let Some((mut s, ev, port)) = watch_setup(c, b"cf_wn") else {
+        return;
+    };
+    let r = s.watch(c, b"cf_wn", port.arg());
+    expect(c, r, Status::SUCCESS, "WATCH cf_wn");
+    let w = r.value;
+    let r = s.write(c, b"cf_wn/abcdefg", b"2", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_wn/abcdefg");
+    // 16 + 13 bytes are needed.
+    let small = s.s.take(16 + 12);
+    small.fill(0xAA);
+    for len in [0usize, 8, 16, 28] {
+        let r = c.raw(
+            call::STORE_WATCH_NEXT,
+            [gpa(c, small), len as u64, 0, 0, 0, 0],
+        );
+        c.check(
+            r.status == Status::BUFFER_TOO_SMALL && r.value == 29,
+            format_args!(
+                "STORE-35 WATCH_NEXT with buf_len {len}: expected BUFFER_TOO_SMALL 29, got {:?} {}",
+                r.status, r.value
+            ),
+        );
+    }
+    s.expect_event(c, w, b"cf_wn/abcdefg", 0, "STORE-35 event kept");
+    s.cleanup(c, b"cf_wn");
+    watch_teardown(c, s, ev, port, &[w]);
+}
+
+fn unwatch(c: &mut Ctx<'_>) {
+    let Some((mut s, ev, port)) = watch_setup(c, b"cf_wu") else {
+        return;
+    };
+    let r = s.watch(c, b"cf_wu/a", port.arg());
+    expect(c, r, Status::SUCCESS, "WATCH cf_wu/a");
+    let w1 = r.value;
+    let r = s.watch(c, b"cf_wu/a/b", port.arg());
+    expect(c, r, Status::SUCCESS, "WATCH cf_wu/a/b");
+    let w2 = r.value;
+    // UNWATCH discards the watch's queued events and the watch fires no more.
+    let r = s.write(c, b"cf_wu/a/b", b"3", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_wu/a/b");
+    let r = c.raw(call::STORE_UNWATCH, [w1, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::SUCCESS, "STORE-12 UNWATCH w1");
+    s.expect_event(c, w2, b"cf_wu/a/b", 0, "STORE-12 only w2's event remains");
+    s.expect_no_event(c, "STORE-12 w1's queued event was discarded");
+    let r = s.write(c, b"cf_wu/a/b", b"4", 0);
+    expect(c, r, Status::SUCCESS, "WRITE after UNWATCH");
+    s.expect_event(c, w2, b"cf_wu/a/b", 0, "STORE-12 w2 still fires");
+    s.expect_no_event(c, "STORE-12 unwatched w1 does not fire");
+    // Ids that are not watches of this guest.
+    let r = c.raw(call::STORE_UNWATCH, [w1, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::NOT_FOUND, "STORE-12 second UNWATCH");
+    for bogus in [0u64, 0xDEAD_BEEF, w2 + 1000] {
+        let r = c.raw(call::STORE_UNWATCH, [bogus, 0, 0, 0, 0, 0]);
+        expect(c, r, Status::NOT_FOUND, "STORE-12 UNWATCH of an unknown id");
+    }
     let r = c.raw(call::STORE_UNWATCH, [w2, 0, 0, 0, 0, 0]);
-    expect(c, r, Status::SUCCESS, "UNWATCH w2");
-    let _ = take_pending(&ev, port);
-    let _ = c.pv.event_close(port);
+    expect(c, r, Status::SUCCESS, "STORE-12 UNWATCH w2");
+    s.cleanup(c, b"cf_wu");
+    s.expect_no_event(c, "STORE-12 no watch left to fire");
+    watch_teardown(c, s, ev, port, &[]);
 }
 
 fn watch_bad_ports(c: &mut Ctx<'_>) {
