@@ -253,7 +253,9 @@ mod tests {
         assert!(allowed(pvabi::gate::DEFAULT_IOPORT));
         assert!(allowed(pvabi::gate::NULL_IOPORT));
         assert!(allowed(pvabi::gate::DEFAULT_IOPORT + 3));
-        assert!(!allowed(0x80) && !allowed(0x3F8) && !allowed(0x515) && !allowed(0xFFFF));
+        // A 4-byte doorbell at 0x512 covers 0x512..=0x515.
+        assert!(allowed(crate::vmm::RING_DOORBELL_PORT + 3));
+        assert!(!allowed(0x80) && !allowed(0x3F8) && !allowed(0x516) && !allowed(0xFFFF));
         assert_eq!(t.last(), Some(&0xFF));
     }
 
