@@ -11,7 +11,10 @@
 #
 # Environment:
 #   PVABI_XEN_CACHE    the directory scripts/xen/setup.sh filled (default /var/cache/pvabi-xen)
-#   PVABI_XEN_ACCEL    tcg (default) or kvm
+#   PVABI_XEN_ACCEL    tcg (default) or kvm (KVM fails on this kind of machine: Xen stops early
+#                      with a KVM emulation failure)
+#   PVABI_XEN_SMP      virtual CPUs of the machine and of dom0 (default 1: under TCG on a loaded
+#                      2-core host one vCPU boots and runs a domU about twice as fast as two)
 #   PVABI_XEN_VERBOSE  1: copy the whole serial console to stderr while it runs
 #   PVABI_XEN_LOG      keep the serial console log at this path
 #
@@ -19,16 +22,18 @@
 # stdout. Exit status: the program's own, or 124 when the VM hit the timeout, 125 when the set-up
 # is missing or dom0 did not get as far as running the program (the console log tail then goes
 # to stderr). The program runs in /payload of dom0's initramfs as root, with xenstored's socket
-# at /run/xenstored/socket and /dev/xen/* present.
+# at /run/xenstored/socket and /dev/xen/* present; `pvabi-domu-run` (scripts/xen/domu-run.sh)
+# boots an unprivileged PV domU from there.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cache="${PVABI_XEN_CACHE:-/var/cache/pvabi-xen}"
 accel="${PVABI_XEN_ACCEL:-tcg}"
+smp="${PVABI_XEN_SMP:-1}"
 timeout_s=300
 xsargs=()
 
-usage() { sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2; exit 125; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2; exit 125; }
 fail() { echo "run-in-dom0: $*" >&2; exit 125; }
 
 while [ $# -gt 0 ]; do
@@ -79,18 +84,18 @@ case "$accel" in
 esac
 
 log="${PVABI_XEN_LOG:-$work/console.log}"
-xen_cmdline="console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=2 noreboot"
+xen_cmdline="console=com1 com1=115200,8n1 dom0_mem=1024M,max:1024M dom0_max_vcpus=$smp noreboot"
 dom0_cmdline="console=hvc0 loglevel=3"
 start=$(date +%s.%N)
 set +e
 if [ "${PVABI_XEN_VERBOSE:-0}" = 1 ]; then
-    timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 "${qaccel[@]}" -m 2048 -smp 2 \
+    timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 "${qaccel[@]}" -m 2048 -smp "$smp" \
         -display none -monitor none -no-reboot -serial stdio \
         -kernel "$cache/xen" -append "$xen_cmdline" \
         -initrd "$cache/vmlinuz $dom0_cmdline,$work/initrd.gz" </dev/null 2>&1 | tee "$log" >&2
     qrc=${PIPESTATUS[0]}
 else
-    timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 "${qaccel[@]}" -m 2048 -smp 2 \
+    timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 "${qaccel[@]}" -m 2048 -smp "$smp" \
         -display none -monitor none -no-reboot -serial stdio \
         -kernel "$cache/xen" -append "$xen_cmdline" \
         -initrd "$cache/vmlinuz $dom0_cmdline,$work/initrd.gz" </dev/null >"$log" 2>&1
