@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use conformance::{certify, Certifiable, Certification, KvmBackend, MockBackend, Report};
 
+mod bench;
+
 /// pvabi: a hypervisor-neutral paravirtualization ABI.
 #[derive(Parser, Debug)]
 #[command(name = "pvabi", version, about)]
@@ -77,6 +79,18 @@ enum Command {
         /// End the VM when no vCPU exits for this many seconds (0: never).
         #[arg(long, default_value_t = 0)]
         watchdog: u64,
+    },
+    /// Measure what calls cost, as ratios to a bare exit in the same run, beside QEMU.
+    Bench {
+        /// Run the guests fully paravirtual in ring 3 instead of ring 0.
+        #[arg(long)]
+        pv: bool,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Fewer repetitions (a quick check, noisier figures).
+        #[arg(long)]
+        quick: bool,
     },
     /// List the specification's clause ids with their text.
     Spec {
@@ -299,6 +313,7 @@ fn main() -> ExitCode {
             pv,
             watchdog,
         } => cmd_run(elf, vcpus, mem, cmdline, pv, watchdog),
+        Command::Bench { pv, json, quick } => bench::run(&bench::Options { pv, json, quick }),
         Command::Spec { prefix } => {
             let all = conformance::clauses();
             let mut n = 0usize;

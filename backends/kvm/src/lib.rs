@@ -34,6 +34,11 @@
 //! registers (`KVM_CAP_SYNC_REGS`), so a call costs one exit and no register ioctl. Writes to
 //! [`pvabi::gate::NULL_IOPORT`] are ignored (a bare exit, the benchmark baseline).
 //!
+//! The shared-ring gate's doorbell ([`RING_DOORBELL_PORT`]) is an ioeventfd where KVM offers
+//! one (no exit to user space): it wakes a poller thread that serves the ring and then polls
+//! it with `host_polling` set for [`RunConfig::ring_poll`] after the last request, so a guest
+//! that keeps posting needs no doorbell at all.
+//!
 //! # Nested hosts
 //!
 //! Where KVM executes guest ring-0 code with its instruction emulator (as nested KVM with
@@ -57,6 +62,7 @@ mod kick;
 pub mod layout;
 mod loader;
 mod platform;
+mod ring;
 mod sse;
 mod upcall;
 mod vmm;
@@ -66,6 +72,9 @@ pub use vmm::{CPUID_BASE, RING_DOORBELL_PORT};
 
 /// The value of BASE.GET_BACKEND_VERSION: `major << 32 | minor << 16 | patch` of this crate.
 pub const BACKEND_VERSION: u64 = 1 << 16;
+
+/// Default of [`RunConfig::ring_poll`].
+pub const DEFAULT_RING_POLL: Duration = Duration::from_micros(200);
 
 /// How the guest runs (see the crate documentation).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,6 +118,10 @@ pub struct RunConfig {
     /// Move gate registers through `kvm_run` when KVM offers `KVM_CAP_SYNC_REGS` (the
     /// default); `false` uses `KVM_GET_REGS`/`KVM_SET_REGS` on every call (for comparisons).
     pub sync_regs: bool,
+    /// How long the shared-ring gate's poller keeps polling the ring (with `host_polling`
+    /// set, so the guest needs no doorbell) after the last request; zero serves only what
+    /// each doorbell announces. The poller burns a host CPU while it polls.
+    pub ring_poll: Duration,
 }
 
 impl Default for RunConfig {
@@ -122,6 +135,7 @@ impl Default for RunConfig {
             watchdog: None,
             harness: false,
             sync_regs: true,
+            ring_poll: DEFAULT_RING_POLL,
         }
     }
 }
@@ -148,6 +162,15 @@ pub struct RunOutput {
     pub reports: Vec<Report>,
     /// The most recent console output (up to 64 KiB).
     pub console: Vec<u8>,
+    /// Time from the call of [`run`] (before `/dev/kvm` is opened) to the first call that
+    /// reached the I/O-port gate: VM creation, image load, vCPU set-up and the guest's first
+    /// instructions. `None` if the guest made no call.
+    pub first_call: Option<Duration>,
+    /// The guest's TSC frequency in kHz (`KVM_GET_TSC_KHZ`), to convert guest TSC readings.
+    pub tsc_khz: u32,
+    /// Whether the ring doorbell was an in-kernel ioeventfd (else each doorbell exited to
+    /// user space).
+    pub ring_doorbell_in_kernel: bool,
 }
 
 /// The registers of a vCPU when something went wrong.
@@ -309,7 +332,8 @@ pub fn run_elf(path: &Path, cfg: RunConfig) -> Result<ExitStatus, Error> {
 ///
 /// As [`run_elf`].
 pub fn run(path: &Path, cfg: &RunConfig) -> Result<RunOutput, Error> {
+    let t0 = std::time::Instant::now();
     let kvm = kvm_ioctls::Kvm::new().map_err(Error::NoKvm)?;
-    let m = vmm::Machine::new(&kvm, path, cfg)?;
+    let m = vmm::Machine::new(&kvm, path, cfg, t0)?;
     m.run()
 }

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use kvm_bindings::{kvm_fpu, kvm_regs, kvm_segment, kvm_sregs, kvm_userspace_memory_region, CpuId};
@@ -98,6 +98,12 @@ pub(crate) struct Core {
     /// Earliest timer deadline (system-time ns), 0 for none.
     deadline: Mutex<u64>,
     deadline_cv: Condvar,
+    /// The shared-ring gate's doorbell and poller.
+    pub(crate) ring: Arc<crate::ring::RingPoller>,
+    /// When [`crate::run`] was called.
+    t0: Instant,
+    /// When the first call reached the I/O-port gate.
+    first_call: OnceLock<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -153,6 +159,7 @@ impl Core {
             self.kick(v);
         }
         self.deadline_cv.notify_all();
+        self.ring.ring_doorbell();
     }
 
     /// Wakes vCPU `v`: out of a sleep (VCPU.BLOCK, HLT, waiting for START) and out of
@@ -325,7 +332,12 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Error {
 
 impl Machine {
     /// Creates the VM, loads the image and writes the boot structures.
-    pub(crate) fn new(kvm: &Kvm, image: &Path, cfg: &RunConfig) -> Result<Self, Error> {
+    pub(crate) fn new(
+        kvm: &Kvm,
+        image: &Path,
+        cfg: &RunConfig,
+        t0: Instant,
+    ) -> Result<Self, Error> {
         if cfg.vcpus == 0 || cfg.vcpus > pvabi::MAX_VCPUS {
             return Err(Error::Config(format!(
                 "vcpus must be 1..={}, not {}",
@@ -408,6 +420,16 @@ impl Machine {
             .ok_or_else(|| Error::Config("no vCPU".into()))?;
         let tsc_khz = first.get_tsc_khz().map_err(kvm_err("KVM_GET_TSC_KHZ"))?;
         let tsc_offset = guest_tsc_offset(first)?;
+        let ring = crate::ring::RingPoller::new(cfg.ring_poll, |fd| {
+            vm_fd
+                .register_ioevent(
+                    fd,
+                    &kvm_ioctls::IoEventAddress::Pio(u64::from(RING_DOORBELL_PORT)),
+                    kvm_ioctls::NoDatamatch,
+                )
+                .is_ok()
+        })
+        .map_err(|e| Error::Config(format!("ring doorbell eventfd: {e}")))?;
 
         let console: Box<dyn Write + Send> = match &cfg.console {
             ConsoleSink::Stdout => Box::new(std::io::stdout()),
@@ -437,6 +459,9 @@ impl Machine {
             tsc_offset,
             deadline: Mutex::new(0),
             deadline_cv: Condvar::new(),
+            ring: Arc::new(ring),
+            t0,
+            first_call: OnceLock::new(),
         });
 
         let mut vmc = VmConfig::new(cfg.vcpus);
@@ -526,6 +551,19 @@ impl Machine {
                 None
             }
         };
+        let poller = {
+            let (c, v, p) = (core.clone(), vm.clone(), core.ring.clone());
+            std::thread::Builder::new()
+                .name("pvabi-ring".into())
+                .spawn(move || crate::ring::poller_thread(c, v, p))
+        };
+        let poller = match poller {
+            Ok(t) => Some(t),
+            Err(e) => {
+                core.finish(Err(Error::Thread(e)));
+                None
+            }
+        };
         // Wait for the outcome, checking the watchdog.
         {
             let mut o = lock(&core.outcome);
@@ -567,6 +605,9 @@ impl Machine {
         if let Some(t) = timer {
             let _ = t.join();
         }
+        if let Some(t) = poller {
+            let _ = t.join();
+        }
         let r = lock(&core.outcome)
             .take()
             .unwrap_or(Err(Error::Config("VM ended without outcome".into())));
@@ -576,6 +617,9 @@ impl Machine {
                 crash: vm.shutdown_state().and_then(|s| s.crash),
                 reports: vm.take_reports(),
                 console: vm.console_history(),
+                first_call: core.first_call.get().map(|t| t.duration_since(core.t0)),
+                tsc_khz: u32::try_from(core.tsc_hz / 1000).unwrap_or(u32::MAX),
+                ring_doorbell_in_kernel: core.ring.in_kernel,
             }),
             Err(Error::Watchdog { after, .. }) => Err(Error::Watchdog {
                 after,
@@ -633,7 +677,12 @@ fn add_pvabi_leaves(cpuid: &mut CpuId, features: Features, vcpus: u32) -> Result
         ),
         (
             CPUID_BASE + pvabi::discovery::CPUID_LEAF_FEATURES,
-            [f as u32, (f >> 32) as u32, vcpus, pvabi::base::backend_id::KVM],
+            [
+                f as u32,
+                (f >> 32) as u32,
+                vcpus,
+                pvabi::base::backend_id::KVM,
+            ],
         ),
     ];
     for (function, [eax, ebx, ecx, edx]) in leaves {
@@ -894,8 +943,16 @@ fn vcpu_main(
                             rax: r.rax,
                             args: [r.rdi, r.rsi, r.r8, r.r9, r.r10, r.r11],
                         };
+                        if core.first_call.get().is_none() {
+                            let _ = core.first_call.set(Instant::now());
+                        }
                         match vm.handle_call(id, &call) {
-                            Outcome::Return(ret) => write_ret(fd, core.sync_regs, ret)?,
+                            Outcome::Return(ret) => {
+                                if ret.status == Status::SUCCESS {
+                                    note_ring_call(core, &call);
+                                }
+                                write_ret(fd, core.sync_regs, ret)?
+                            }
                             Outcome::Block { .. } => loop {
                                 if let Some(ret) = vm.finish_block(id) {
                                     write_ret(fd, core.sync_regs, ret)?;
@@ -933,7 +990,10 @@ fn vcpu_main(
                             }
                         }
                     } else if port == RING_DOORBELL_PORT {
+                        // Only without the ioeventfd: serve the ring now, then let the
+                        // poller look for the requests that follow.
                         vm.process_ring();
+                        core.ring.ring_doorbell();
                     }
                     // The null port is the benchmark baseline (a bare exit); writes to other
                     // ports go nowhere, as on a machine without that device.
@@ -1167,6 +1227,16 @@ pub(crate) fn put_regs(fd: &mut VcpuFd, sync: bool, regs: &kvm_regs) -> Result<(
         Ok(())
     } else {
         fd.set_regs(regs).map_err(kvm_err("KVM_SET_REGS"))
+    }
+}
+
+/// Tells the ring poller about a successful BASE.RING_REGISTER or BASE.RING_UNREGISTER (made
+/// through the register gate, the only way they can be made), before the guest sees it return.
+fn note_ring_call(core: &Core, call: &Regs) {
+    if call.rax == u64::from(pvabi::call::BASE_RING_REGISTER.0) {
+        core.ring.registered(call.args[0]);
+    } else if call.rax == u64::from(pvabi::call::BASE_RING_UNREGISTER.0) {
+        core.ring.unregistered();
     }
 }
 

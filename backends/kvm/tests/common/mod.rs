@@ -59,6 +59,7 @@ pub fn run(
         watchdog: Some(std::time::Duration::from_secs(20)),
         harness: false,
         sync_regs: true,
+        ..Default::default()
     };
     let r = pvabi_kvm::run_elf(elf, cfg);
     let out = String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned();

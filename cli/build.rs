@@ -1,0 +1,24 @@
+//! Builds the guest image `pvabi bench` runs (benches/guest) and hands its path to the binary.
+//! A failed build is not fatal: `pvabi bench` reports it and measures what it can without KVM.
+
+use std::path::PathBuf;
+
+fn main() {
+    let manifest = PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
+    );
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let guest = manifest.join("..").join("benches").join("guest");
+    match pvabi_image_build::GuestBuild::new(guest, out.join("bench-guest")).build() {
+        Ok(elf) => {
+            println!("cargo:rustc-env=PVABI_BENCH_GUEST_ELF={}", elf.display());
+            println!("cargo:rustc-env=PVABI_BENCH_GUEST_ERROR=");
+        }
+        Err(e) => {
+            let why = e.to_string().replace(['\n', '\r'], " ");
+            println!("cargo:warning=bench guest image not built: {why}");
+            println!("cargo:rustc-env=PVABI_BENCH_GUEST_ELF=");
+            println!("cargo:rustc-env=PVABI_BENCH_GUEST_ERROR={why}");
+        }
+    }
+}
