@@ -93,6 +93,13 @@ if ! ls "$kdir"/boot/vmlinuz-* >/dev/null 2>&1; then
     (cd "$tmp" && apt-get download -q "$kpkg" >&2)
     mkdir -p "$tmp/root"
     dpkg-deb -x "$tmp"/*.deb "$tmp/root"
+    # Keep only what the set-up uses: the kernel image and the Xen device modules.
+    find "$tmp/root/lib/modules" -mindepth 1 -maxdepth 1 -type d | while read -r m; do
+        find "$m" -mindepth 1 -maxdepth 1 ! -name kernel -exec rm -rf {} +
+        find "$m/kernel" -mindepth 1 -maxdepth 1 ! -name drivers -exec rm -rf {} +
+        find "$m/kernel/drivers" -mindepth 1 -maxdepth 1 ! -name xen -exec rm -rf {} +
+    done
+    rm -rf "$tmp/root/usr" "$tmp/root/etc"
     rm -rf "$kdir"
     mv "$tmp/root" "$kdir"
     rm -rf "$tmp"
