@@ -17,23 +17,38 @@ use crate::{Case, Ctx};
 pub const CASES: &[Case] = &[
     Case {
         name: "multicall::batch_results",
-        clauses: "MC-1,MC-7",
+        clauses: "MC-1",
         run: batch_results,
     },
     Case {
+        name: "multicall::unknown_call_ids",
+        clauses: "MC-7",
+        run: unknown_call_ids,
+    },
+    Case {
         name: "multicall::stop_on_error",
-        clauses: "MC-1,MC-3",
+        clauses: "MC-3",
         run: stop_on_error,
     },
     Case {
         name: "multicall::entries_not_allowed",
-        clauses: "MC-4,MC-8",
+        clauses: "MC-4",
         run: entries_not_allowed,
     },
     Case {
-        name: "multicall::array_limits",
-        clauses: "MC-2,MC-5",
-        run: array_limits,
+        name: "multicall::unknown_entry_flags",
+        clauses: "MC-8",
+        run: unknown_entry_flags,
+    },
+    Case {
+        name: "multicall::count_limits",
+        clauses: "MC-5",
+        run: count_limits,
+    },
+    Case {
+        name: "multicall::array_bad_addresses",
+        clauses: "MC-2",
+        run: array_bad_addresses,
     },
     Case {
         name: "multicall::array_copied_once",
@@ -148,6 +163,7 @@ fn batch_results(c: &mut Ctx<'_>) {
     let probe = direct(c, call::BASE_PROBE_SERVICE, u64::from(ServiceId::STORE.0));
     let vid = direct(c, call::BASE_GET_VCPU_ID, 0);
     let vcount = direct(c, call::BASE_GET_VCPU_COUNT, 0);
+    let backend = direct(c, call::BASE_GET_BACKEND_ID, 0);
     let Some(a) = c.alloc([
         entry(call::BASE_GET_ABI_VERSION, [0; 6], 0),
         entry(
@@ -155,8 +171,8 @@ fn batch_results(c: &mut Ctx<'_>) {
             [u64::from(ServiceId::STORE.0), 0, 0, 0, 0, 0],
             0,
         ),
-        entry(CallId::new(ServiceId::BASE, 0x7fff), [0; 6], 0),
-        entry(CallId::new(ServiceId(0x7E00), 0), [0; 6], 0),
+        entry(call::BASE_GET_BACKEND_ID, [0; 6], 0),
+        entry(call::BASE_PROBE_SERVICE, [0x7E00, 0, 0, 0, 0, 0], 0),
         entry(call::STORE_WRITE, [pg, pl, gpa(c, val), 1, 0, 0], 0),
         entry(call::STORE_READ, [pg, pl, gpa(c, out), 16, 0, 0], 0),
         entry(call::VCPU_KICK, [u64::MAX, 0, 0, 0, 0, 0], 0),
@@ -174,9 +190,8 @@ fn batch_results(c: &mut Ctx<'_>) {
     let [e0, e1, e2, e3, e4, e5, e6, e7, e8] = &e;
     expect_entry(c, e0, 0, abi.status, Some(abi.value));
     expect_entry(c, e1, 1, probe.status, Some(probe.value));
-    // MC-7: unknown call ids (an unknown function, an unknown service) get NOT_SUPPORTED.
-    expect_entry(c, e2, 2, Status::NOT_SUPPORTED, Some(0));
-    expect_entry(c, e3, 3, Status::NOT_SUPPORTED, Some(0));
+    expect_entry(c, e2, 2, backend.status, Some(backend.value));
+    expect_entry(c, e3, 3, Status::SUCCESS, Some(0));
     // Calls naming guest memory run as through a register gate, in order.
     expect_entry(c, e4, 4, Status::SUCCESS, Some(0));
     expect_entry(c, e5, 5, Status::SUCCESS, Some(1));
@@ -267,6 +282,82 @@ fn stop_on_error(c: &mut Ctx<'_>) {
     store_cleanup(c, &mut s);
 }
 
+fn unknown_call_ids(c: &mut Ctx<'_>) {
+    if !supported(c) {
+        return;
+    }
+    let abi = c.raw(call::BASE_GET_ABI_VERSION, [0; 6]);
+    let Some(a) = c.alloc([
+        entry(CallId::new(ServiceId::BASE, 0x7fff), [0; 6], 0),
+        entry(CallId::new(ServiceId(0x7E00), 0), [1; 6], 0),
+        entry(CallId::new(ServiceId(0x8123), 5), [u64::MAX; 6], 0),
+        entry(CallId(u32::MAX), [0; 6], 0),
+        entry(CallId::new(ServiceId::MULTICALL, 1), [0; 6], 0),
+        entry(call::BASE_GET_ABI_VERSION, [0; 6], 0),
+    ]) else {
+        return;
+    };
+    let r = execute(c, a, 6);
+    c.check(
+        r.status == Status::SUCCESS && r.value == 6,
+        format_args!(
+            "MC-7 EXECUTE: expected SUCCESS 6, got {:?} {}",
+            r.status, r.value
+        ),
+    );
+    let e = snapshot(a);
+    for (i, e) in e.iter().enumerate().take(5) {
+        expect_entry(c, e, i, Status::NOT_SUPPORTED, Some(0));
+    }
+    if let Some(last) = e.get(5) {
+        expect_entry(c, last, 5, abi.status, Some(abi.value));
+    }
+}
+
+fn unknown_entry_flags(c: &mut Ctx<'_>) {
+    if !supported(c) {
+        return;
+    }
+    let Some(mut s) = Scratch::new(c, 4096) else {
+        return;
+    };
+    store_cleanup(c, &mut s);
+    let path = s.put(b"cf_mc/flag");
+    let val = s.put(b"x");
+    let fw = [gpa(c, path), path.len() as u64, gpa(c, val), 1, 0, 0];
+    let Some(a) = c.alloc([
+        entry(call::STORE_WRITE, fw, 1 << 1),
+        entry(call::STORE_WRITE, fw, 0x8000_0000),
+        entry(call::STORE_WRITE, fw, 0xFFFF_FFFE),
+        entry(call::BASE_GET_ABI_VERSION, [0; 6], 1 << 4),
+        entry(call::BASE_GET_VCPU_ID, [0; 6], 0),
+    ]) else {
+        return;
+    };
+    let r = execute(c, a, 5);
+    c.check(
+        r.status == Status::SUCCESS && r.value == 5,
+        format_args!(
+            "MC-8 EXECUTE: expected SUCCESS 5, got {:?} {}",
+            r.status, r.value
+        ),
+    );
+    let e = snapshot(a);
+    for (i, e) in e.iter().enumerate().take(4) {
+        expect_entry(c, e, i, Status::INVALID_PARAM, Some(0));
+    }
+    if let Some(last) = e.get(4) {
+        expect_entry(c, last, 4, Status::SUCCESS, None);
+    }
+    store_missing(
+        c,
+        &mut s,
+        b"cf_mc/flag",
+        "MC-8 an entry with unknown flags ran",
+    );
+    store_cleanup(c, &mut s);
+}
+
 fn entries_not_allowed(c: &mut Ctx<'_>) {
     if !supported(c) {
         return;
@@ -276,7 +367,6 @@ fn entries_not_allowed(c: &mut Ctx<'_>) {
     };
     store_cleanup(c, &mut s);
     let nested_path = s.put(b"cf_mc/nested");
-    let flag_path = s.put(b"cf_mc/flag");
     let val = s.put(b"x");
     let Some(nested) = c.alloc([entry(
         call::STORE_WRITE,
@@ -293,20 +383,10 @@ fn entries_not_allowed(c: &mut Ctx<'_>) {
         return;
     };
     let ng = c.pv.translate().gpa_of_ref(nested).unwrap_or(u64::MAX);
-    let fw = [
-        gpa(c, flag_path),
-        flag_path.len() as u64,
-        gpa(c, val),
-        1,
-        0,
-        0,
-    ];
     let Some(a) = c.alloc([
         entry(call::VCPU_BLOCK, [1, 0, 0, 0, 0, 0], 0),
         entry(call::VCPU_UPCALL_RETURN, [0; 6], 0),
         entry(call::MULTICALL_EXECUTE, [ng, 1, 0, 0, 0, 0], 0),
-        entry(call::STORE_WRITE, fw, 1 << 1),
-        entry(call::STORE_WRITE, fw, 0x8000_0000),
         entry(call::VCPU_STOP, [0; 6], 0),
         entry(
             call::POWER_SHUTDOWN,
@@ -317,20 +397,20 @@ fn entries_not_allowed(c: &mut Ctx<'_>) {
     ]) else {
         return;
     };
-    let r = execute(c, a, 8);
+    let r = execute(c, a, 6);
     c.check(
-        r.status == Status::SUCCESS && r.value == 8,
+        r.status == Status::SUCCESS && r.value == 6,
         format_args!(
-            "MC-4 EXECUTE: expected SUCCESS 8, got {:?} {}",
+            "MC-4 EXECUTE: expected SUCCESS 6, got {:?} {}",
             r.status, r.value
         ),
     );
     let e = snapshot(a);
-    for (i, e) in e.iter().enumerate().take(7) {
+    for (i, e) in e.iter().enumerate().take(5) {
         expect_entry(c, e, i, Status::INVALID_PARAM, Some(0));
     }
-    if let Some(last) = e.get(7) {
-        expect_entry(c, last, 7, Status::SUCCESS, None);
+    if let Some(last) = e.get(5) {
+        expect_entry(c, last, 5, Status::SUCCESS, None);
     }
     let n = snapshot(nested);
     if let Some(n0) = n.first() {
@@ -347,21 +427,26 @@ fn entries_not_allowed(c: &mut Ctx<'_>) {
     store_cleanup(c, &mut s);
 }
 
-fn array_limits(c: &mut Ctx<'_>) {
+/// A STORE.WRITE entry creating `cf_mc/lim` (to see whether an entry ran).
+fn lim_entry(c: &mut Ctx<'_>, s: &mut Scratch) -> MulticallEntry {
+    store_cleanup(c, s);
+    let path = s.put(b"cf_mc/lim");
+    let val = s.put(b"x");
+    entry(
+        call::STORE_WRITE,
+        [gpa(c, path), path.len() as u64, gpa(c, val), 1, 0, 0],
+        0,
+    )
+}
+
+fn count_limits(c: &mut Ctx<'_>) {
     if !supported(c) {
         return;
     }
     let Some(mut s) = Scratch::new(c, 4096) else {
         return;
     };
-    store_cleanup(c, &mut s);
-    let path = s.put(b"cf_mc/lim");
-    let val = s.put(b"x");
-    let w = entry(
-        call::STORE_WRITE,
-        [gpa(c, path), path.len() as u64, gpa(c, val), 1, 0, 0],
-        0,
-    );
+    let w = lim_entry(c, &mut s);
     // MC-5: more than 256 entries: INVALID_PARAM, nothing runs.
     let Some(big) = c.alloc([w; MAX_ENTRIES as usize + 1]) else {
         return;
@@ -397,6 +482,27 @@ fn array_limits(c: &mut Ctx<'_>) {
             ),
         );
     }
+    // An array of exactly 256 entries is accepted.
+    let Some(max) = c.alloc([entry(call::BASE_GET_VCPU_ID, [0; 6], 0); MAX_ENTRIES as usize])
+    else {
+        return;
+    };
+    let r = execute(c, max, MAX_ENTRIES);
+    c.check(
+        r.status == Status::SUCCESS && r.value == MAX_ENTRIES,
+        format_args!("MC-5 EXECUTE of 256 entries: {:?} {}", r.status, r.value),
+    );
+    store_cleanup(c, &mut s);
+}
+
+fn array_bad_addresses(c: &mut Ctx<'_>) {
+    if !supported(c) {
+        return;
+    }
+    let Some(mut s) = Scratch::new(c, 4096) else {
+        return;
+    };
+    let w = lim_entry(c, &mut s);
     // MC-2: a misaligned array (the entry itself is well-formed) runs nothing.
     let raw = s.take(2 * MulticallEntry::SIZE + 16);
     let bytes = encode(&w);
@@ -439,16 +545,6 @@ fn array_limits(c: &mut Ctx<'_>) {
             ),
         );
     }
-    // An array of exactly 256 entries is accepted.
-    let Some(max) = c.alloc([entry(call::BASE_GET_VCPU_ID, [0; 6], 0); MAX_ENTRIES as usize])
-    else {
-        return;
-    };
-    let r = execute(c, max, MAX_ENTRIES);
-    c.check(
-        r.status == Status::SUCCESS && r.value == MAX_ENTRIES,
-        format_args!("MC-5 EXECUTE of 256 entries: {:?} {}", r.status, r.value),
-    );
     host_alive(c, "hostile multicall arrays");
     store_cleanup(c, &mut s);
 }
