@@ -84,7 +84,9 @@ impl Transport for File {
 /// A xenstore connection.
 ///
 /// Requests are answered in order; watch events that arrive while a reply is awaited are queued
-/// and handed out by [`XenStoreOps::next_watch_event`].
+/// and handed out by [`XenStoreOps::next_watch_event`]. After an [`Error::Io`] or
+/// [`Error::Protocol`] the connection may be out of step with xenstored: drop it and connect
+/// again.
 ///
 /// # Examples
 ///

@@ -110,6 +110,8 @@ impl<S: XenStoreOps> GuestStore<S> {
         let rel = std::str::from_utf8(path).map_err(|_| Status::INVALID_PARAM)?;
         Ok(if rel.is_empty() {
             self.root.clone()
+        } else if self.root == "/" {
+            format!("/{rel}")
         } else {
             format!("{}/{rel}", self.root)
         })
@@ -274,11 +276,12 @@ impl<S: XenStoreOps> GuestStore<S> {
                 w.initial_pending = false;
                 continue;
             }
+            let prefix = self.root.strip_suffix('/').unwrap_or(&self.root);
             let rel = if ev.path == self.root {
                 Vec::new()
             } else if let Some(r) = ev
                 .path
-                .strip_prefix(self.root.as_str())
+                .strip_prefix(prefix)
                 .and_then(|r| r.strip_prefix('/'))
             {
                 r.as_bytes().to_vec()
@@ -596,6 +599,19 @@ mod tests {
         // The root is listable, not readable.
         assert_eq!(s.list(b"", 0).unwrap(), b"a\0");
         assert_eq!(s.read(b"", 0), Err(Status::INVALID_PARAM));
+    }
+
+    #[test]
+    fn root_of_the_whole_store() {
+        let mut s = GuestStore::new(Fake::with_root("/"), "/");
+        s.write(b"a/b", b"v", 0).unwrap();
+        assert!(s.xs.nodes.contains_key("/a/b"));
+        let id = s.watch(b"a", 4).unwrap();
+        s.poll_events().unwrap();
+        s.write(b"a/c", b"v", 0).unwrap();
+        assert_eq!(s.poll_events().unwrap(), vec![4]);
+        assert_eq!(s.watch_next().unwrap().1, b"a/c");
+        s.unwatch(id).unwrap();
     }
 
     #[test]
