@@ -2,8 +2,8 @@
 //!
 //! The suite registers one event page for the whole run ([`shared_events`], kept in
 //! [`crate::Shared::events`]); the statuses an unregistered guest gets (`EVT-17`) and the
-//! registration's own failures (`EVT-1`, `EVT-22`) are checked in a fresh guest by the
-//! terminal case `event::before_registration`.
+//! registration's own failures (`EVT-1`, `EVT-22`) are checked in fresh guests by the
+//! terminal cases.
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::SeqCst};
 
@@ -164,16 +164,33 @@ pub const CASES: &[Case] = &[
 ];
 
 /// The chapter's terminal cases (each ends the guest; see [`crate::TerminalCase`]).
-pub const TERMINAL: &[TerminalCase] = &[TerminalCase {
-    name: "event::before_registration",
-    clauses: "EVT-1,EVT-17,EVT-22,EVT-15,HAR-3",
-    run: before_registration,
-    expect: ExpectedEnd {
-        reason: pvabi::power::ShutdownReason::POWEROFF,
-        code: 0,
-        crash: None,
+pub const TERMINAL: &[TerminalCase] = &[
+    TerminalCase {
+        name: "event::calls_need_a_page",
+        clauses: "EVT-17",
+        run: calls_need_a_page,
+        expect: POWEROFF_0,
     },
-}];
+    TerminalCase {
+        name: "event::registration",
+        clauses: "EVT-1,EVT-22",
+        run: registration,
+        expect: POWEROFF_0,
+    },
+    TerminalCase {
+        name: "event::inject_and_upcall_return_before_page",
+        clauses: "EVT-15,HAR-3",
+        run: before_page_inject_and_upcall_return,
+        expect: POWEROFF_0,
+    },
+];
+
+/// The end of the EVENT terminal cases: a clean power-off.
+const POWEROFF_0: ExpectedEnd = ExpectedEnd {
+    reason: pvabi::power::ShutdownReason::POWEROFF,
+    code: 0,
+    crash: None,
+};
 
 /// Guest functions this chapter's cases pass as vCPU entries or callbacks (the callback
 /// target in-process is `pvabi_guest::upcall::in_process_callback`, which the runner
@@ -1192,7 +1209,7 @@ fn vector_upcall(c: &mut Ctx<'_>) {
     let _ = c.pv.event_close(p);
 }
 
-fn before_registration(c: &mut Ctx<'_>) {
+fn calls_need_a_page(c: &mut Ctx<'_>) {
     let pv = c.pv;
     let me = u64::from(me(c));
     let f = pv.info().features;
@@ -1231,17 +1248,13 @@ fn before_registration(c: &mut Ctx<'_>) {
             "EVENT.SET_UPCALL(CALLBACK) without an event page",
         );
     }
-    // HAR-3: an injection fails as EVENT.SEND would.
-    let r = c.raw(call::HARNESS_INJECT_EVENT, [1, 0, 0, 0, 0, 0]);
-    expect_st(
-        c,
-        r,
-        Status::BAD_STATE,
-        "HARNESS.INJECT_EVENT without an event page",
-    );
-    // EVT-15: no upcall to return from.
-    let r = c.raw(call::VCPU_UPCALL_RETURN, [0; 6]);
-    expect_st(c, r, Status::BAD_STATE, "VCPU.UPCALL_RETURN at guest start");
+    c.report_before_end();
+    pv.power_off(0);
+}
+
+fn registration(c: &mut Ctx<'_>) {
+    let pv = c.pv;
+    let me = u64::from(me(c));
     // EVT-1: bad addresses are INVALID_ADDRESS.
     let Some(page) = c.alloc(EventPageShared::new()) else {
         return;
@@ -1269,14 +1282,49 @@ fn before_registration(c: &mut Ctx<'_>) {
     if let Some(ev) = c.expect_ok(pv.event_register_page(page), "EVENT.REGISTER_PAGE") {
         let r = c.raw(call::EVENT_REGISTER_PAGE, [gpa, 0, 0, 0, 0, 0]);
         expect_st(c, r, Status::ALREADY, "EVENT.REGISTER_PAGE again");
+        if let Some(other) = c.buf(4096, 4096) {
+            let g = c.gpa(other);
+            let r = c.raw(call::EVENT_REGISTER_PAGE, [g, 0, 0, 0, 0, 0]);
+            expect_st(
+                c,
+                r,
+                Status::ALREADY,
+                "EVENT.REGISTER_PAGE of a second page",
+            );
+        }
         if let Some(p) = c.expect_ok(pv.event_alloc(), "EVENT.ALLOC after registration") {
             c.expect_ok(pv.event_send(p), "EVENT.SEND");
             c.check(
-                ev.is_pending(p),
+                ev.is_pending(p) && upcall_pending(&ev, me as u32) != 0,
                 format_args!("the registered page does not show the send"),
             );
+        }
+    }
+    c.report_before_end();
+    pv.power_off(0);
+}
+
+fn before_page_inject_and_upcall_return(c: &mut Ctx<'_>) {
+    let pv = c.pv;
+    let me = u64::from(me(c));
+    // HAR-3: an injection fails as EVENT.SEND would.
+    let r = c.raw(call::HARNESS_INJECT_EVENT, [1, 0, 0, 0, 0, 0]);
+    expect_st(
+        c,
+        r,
+        Status::BAD_STATE,
+        "HARNESS.INJECT_EVENT without an event page",
+    );
+    // EVT-15: no upcall to return from.
+    let r = c.raw(call::VCPU_UPCALL_RETURN, [0; 6]);
+    expect_st(c, r, Status::BAD_STATE, "VCPU.UPCALL_RETURN at guest start");
+    let Some(page) = c.alloc(EventPageShared::new()) else {
+        return;
+    };
+    let page: &'static EventPageShared = page;
+    if let Some(ev) = c.expect_ok(pv.event_register_page(page), "EVENT.REGISTER_PAGE") {
+        if let Some(p) = c.expect_ok(pv.event_alloc(), "EVENT.ALLOC") {
             // HAR-3 positive: an injection raises like a send.
-            ev.clear_pending(p);
             quiet(&ev, me as u32);
             c.expect_ok(pv.harness_inject_event(p), "HARNESS.INJECT_EVENT");
             c.check(

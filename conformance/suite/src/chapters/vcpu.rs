@@ -411,9 +411,20 @@ impl Worker {
         c.check(ok, format_args!("vCPU {v} did not reach STOPPED"))
     }
 
-    /// Tells the worker to return from its entry and waits until it is STOPPED.
+    /// Tells the worker to return from its entry and waits until it is STOPPED. A worker
+    /// still stuck in an earlier command (a wait a broken host never ends) is kicked out of
+    /// it, so that no vCPU of this case outlives it.
     pub fn finish(&self, c: &mut Ctx<'_>) -> bool {
         self.post(OP_EXIT, CallId(0), [0; 6]);
+        let (pv, v) = (c.pv, self.vcpu);
+        for _ in 0..10 {
+            if wait_for(c, WAIT_NS / 10, || {
+                pv.vcpu_status(v) == Ok(VcpuState::STOPPED)
+            }) {
+                return true;
+            }
+            let _ = pv.vcpu_kick(v);
+        }
         self.wait_stopped(c)
     }
 }
