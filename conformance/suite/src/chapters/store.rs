@@ -140,9 +140,29 @@ pub const CASES: &[Case] = &[
         run: watch_quota,
     },
     Case {
-        name: "store::txn_commit_abort",
-        clauses: "STORE-9,STORE-11,STORE-15,STORE-16,STORE-17,STORE-18,STORE-31,STORE-37",
-        run: txn_commit_abort,
+        name: "store::txn_commit",
+        clauses: "STORE-16",
+        run: txn_commit,
+    },
+    Case {
+        name: "store::txn_fires_at_commit",
+        clauses: "STORE-11",
+        run: txn_fires_at_commit,
+    },
+    Case {
+        name: "store::txn_abort",
+        clauses: "STORE-18",
+        run: txn_abort,
+    },
+    Case {
+        name: "store::txn_ended_ids",
+        clauses: "STORE-31,STORE-37",
+        run: txn_ended_ids,
+    },
+    Case {
+        name: "store::txn_id_width",
+        clauses: "STORE-9",
+        run: txn_id_width,
     },
     Case {
         name: "store::txn_conflict",
@@ -1971,152 +1991,219 @@ fn txn_start(c: &mut Ctx<'_>) -> Option<u64> {
     .then_some(r.value)
 }
 
-fn txn_commit_abort(c: &mut Ctx<'_>) {
+/// `cf_t/a` = `old` for a transaction case.
+fn txn_setup(c: &mut Ctx<'_>) -> Option<St> {
     if !txn_supported(c) {
-        return;
+        return None;
     }
-    let Some(mut s) = St::new(c) else { return };
+    let mut s = St::new(c)?;
+    s.cleanup(c, b"cf_t");
+    let r = s.write(c, b"cf_t/a", b"old", 0);
+    expect(c, r, Status::SUCCESS, "WRITE cf_t/a").then_some(s)
+}
+
+fn txn_commit(c: &mut Ctx<'_>) {
+    let Some(mut s) = txn_setup(c) else { return };
+    let Some(t) = txn_start(c) else { return };
+    let _ = s.read(c, b"cf_t/a", &mut [], t);
+    let r = s.write(c, b"cf_t/a", b"new", t);
+    expect(c, r, Status::SUCCESS, "WRITE cf_t/a in the transaction");
+    let r = s.write(c, b"cf_t/b/c", b"bee", t);
+    expect(c, r, Status::SUCCESS, "WRITE cf_t/b/c in the transaction");
+    let r = c.raw(call::STORE_TXN_COMMIT, [t, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::SUCCESS, "STORE-16 TXN_COMMIT");
+    s.expect_value(c, b"cf_t/a", b"new", 0, "STORE-16 committed write");
+    s.expect_value(c, b"cf_t/b/c", b"bee", 0, "STORE-16 committed new node");
+    s.expect_host(
+        c,
+        b"cf_t/b/c",
+        Some(b"bee"),
+        "STORE-16 committed (host view)",
+    );
+    // The commit ended the transaction.
+    let r = c.raw(call::STORE_TXN_ABORT, [t, 0, 0, 0, 0, 0]);
+    expect(
+        c,
+        r,
+        Status::NOT_FOUND,
+        "STORE-16 the commit ended the transaction",
+    );
+    // A removal in a transaction applies at commit.
+    if let Some(t3) = txn_start(c) {
+        let r = s.remove(c, b"cf_t/b", t3);
+        expect(c, r, Status::SUCCESS, "REMOVE cf_t/b in t3");
+        let r = c.raw(call::STORE_TXN_COMMIT, [t3, 0, 0, 0, 0, 0]);
+        expect(c, r, Status::SUCCESS, "STORE-16 commit of a removal");
+        s.expect_missing(c, b"cf_t/b", 0, "STORE-16 committed removal");
+        s.expect_missing(c, b"cf_t/b/c", 0, "STORE-16 committed removal of a subtree");
+    }
+    s.cleanup(c, b"cf_t");
+}
+
+fn txn_fires_at_commit(c: &mut Ctx<'_>) {
+    let Some(mut s) = txn_setup(c) else { return };
     let Some(ev) = events(c) else { return };
     let Some(port) = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC") else {
         return;
     };
-    s.cleanup(c, b"cf_t");
     s.drain(c);
-    let r = s.write(c, b"cf_t/a", b"old", 0);
-    expect(c, r, Status::SUCCESS, "WRITE cf_t/a");
     let r = s.watch(c, b"cf_t", port.arg());
     expect(c, r, Status::SUCCESS, "WATCH cf_t");
     let w = r.value;
     let _ = take_pending(&ev, port);
+    if let Some(t) = txn_start(c) {
+        let r = s.write(c, b"cf_t/a", b"new", t);
+        expect(c, r, Status::SUCCESS, "WRITE cf_t/a in the transaction");
+        let r = s.write(c, b"cf_t/b", b"bee", t);
+        expect(c, r, Status::SUCCESS, "WRITE cf_t/b in the transaction");
+        // Nothing fires before the commit.
+        c.check(
+            !take_pending(&ev, port),
+            format_args!("STORE-11 a change in an open transaction raised the watch port"),
+        );
+        s.expect_no_event(c, "STORE-11 a change in an open transaction fired");
+        let r = c.raw(call::STORE_TXN_COMMIT, [t, 0, 0, 0, 0, 0]);
+        expect(c, r, Status::SUCCESS, "TXN_COMMIT");
+        c.check(
+            take_pending(&ev, port),
+            format_args!("STORE-11 the commit did not raise the watch port"),
+        );
+        let fired = s.drain(c);
+        c.check(
+            fired == 2,
+            format_args!("STORE-11 the commit of two writes queued {fired} events, expected 2"),
+        );
+    }
+    // An aborted transaction fires nothing.
+    if let Some(t2) = txn_start(c) {
+        let r = s.write(c, b"cf_t/c", b"c", t2);
+        expect(c, r, Status::SUCCESS, "WRITE cf_t/c in t2");
+        let r = c.raw(call::STORE_TXN_ABORT, [t2, 0, 0, 0, 0, 0]);
+        expect(c, r, Status::SUCCESS, "TXN_ABORT");
+        s.expect_no_event(c, "STORE-11 an aborted transaction fired");
+        c.check(
+            !take_pending(&ev, port),
+            format_args!("STORE-11 an aborted transaction raised the watch port"),
+        );
+    }
+    let _ = c.raw(call::STORE_UNWATCH, [w, 0, 0, 0, 0, 0]);
+    s.drain(c);
+    let _ = take_pending(&ev, port);
+    let _ = c.pv.event_close(port);
+    s.cleanup(c, b"cf_t");
+}
 
+fn txn_abort(c: &mut Ctx<'_>) {
+    let Some(mut s) = txn_setup(c) else { return };
     let Some(t) = txn_start(c) else { return };
-    s.expect_value(c, b"cf_t/a", b"old", t, "STORE-17 READ in the transaction");
-    let r = s.write(c, b"cf_t/a", b"new", t);
+    let r = s.write(c, b"cf_t/c", b"c", t);
+    expect(c, r, Status::SUCCESS, "WRITE cf_t/c in the transaction");
+    let r = s.write(c, b"cf_t/a", b"changed", t);
     expect(c, r, Status::SUCCESS, "WRITE cf_t/a in the transaction");
-    let r = s.write(c, b"cf_t/b", b"bee", t);
-    expect(c, r, Status::SUCCESS, "WRITE cf_t/b in the transaction");
-    // STORE-17: the transaction sees its own changes; nobody else does.
-    s.expect_value(c, b"cf_t/a", b"new", t, "STORE-17 own change");
-    s.expect_value(c, b"cf_t/b", b"bee", t, "STORE-17 own new node");
-    s.expect_value(c, b"cf_t/a", b"old", 0, "STORE-17 invisible outside");
-    s.expect_missing(c, b"cf_t/b", 0, "STORE-17 invisible outside");
-    s.expect_host(c, b"cf_t/a", Some(b"old"), "STORE-17 invisible to the host");
-    s.expect_host(c, b"cf_t/b", None, "STORE-17 invisible to the host");
-    match s.names(c, b"cf_t", t) {
-        Ok(n) => c.check(
-            n == b"a\0b\0",
-            format_args!("STORE-17 LIST in the transaction: {:?}", Show(n)),
-        ),
-        Err(e) => c.check(
-            false,
-            format_args!("STORE-17 LIST in the transaction: {e:?}"),
-        ),
-    };
-    match s.names(c, b"cf_t", 0) {
-        Ok(n) => c.check(
-            n == b"a\0",
-            format_args!("STORE-17 LIST outside: {:?}", Show(n)),
-        ),
-        Err(e) => c.check(false, format_args!("STORE-17 LIST outside: {e:?}")),
-    };
-    // STORE-11: nothing fires before the commit.
-    c.check(
-        !take_pending(&ev, port),
-        format_args!("STORE-11 a change in an open transaction raised the watch port"),
-    );
-    s.expect_no_event(c, "STORE-11 a change in an open transaction fired");
-    // STORE-16: commit applies everything.
-    let r = c.raw(call::STORE_TXN_COMMIT, [t, 0, 0, 0, 0, 0]);
-    expect(c, r, Status::SUCCESS, "STORE-16 TXN_COMMIT");
-    s.expect_value(c, b"cf_t/a", b"new", 0, "STORE-16 committed");
-    s.expect_value(c, b"cf_t/b", b"bee", 0, "STORE-16 committed");
-    c.check(
-        take_pending(&ev, port),
-        format_args!("STORE-11 the commit did not raise the watch port"),
-    );
-    let fired = s.drain(c);
-    c.check(
-        fired == 2,
-        format_args!("STORE-11 the commit of two writes queued {fired} events, expected 2"),
-    );
-    // STORE-37 / STORE-31: the transaction is over.
-    let r = c.raw(call::STORE_TXN_COMMIT, [t, 0, 0, 0, 0, 0]);
-    expect(c, r, Status::NOT_FOUND, "STORE-37 second TXN_COMMIT");
+    let r = s.remove(c, b"cf_t", t);
+    expect(c, r, Status::SUCCESS, "REMOVE cf_t in the transaction");
     let r = c.raw(call::STORE_TXN_ABORT, [t, 0, 0, 0, 0, 0]);
-    expect(c, r, Status::NOT_FOUND, "STORE-37 TXN_ABORT after commit");
-    let r = s.read(c, b"cf_t/a", &mut [], t);
-    expect(
-        c,
-        r,
-        Status::NOT_FOUND,
-        "STORE-31 READ with a committed txn",
-    );
-    let r = s.write(c, b"cf_t/a", b"x", t);
-    expect(
-        c,
-        r,
-        Status::NOT_FOUND,
-        "STORE-31 WRITE with a committed txn",
-    );
-    s.expect_value(
-        c,
-        b"cf_t/a",
-        b"new",
-        0,
-        "STORE-31 refused write changed nothing",
-    );
-
-    // STORE-18: abort discards.
-    let Some(t2) = txn_start(c) else { return };
-    c.check(
-        t2 != t,
-        format_args!("STORE-15 a new transaction reused an id"),
-    );
-    let r = s.write(c, b"cf_t/c", b"c", t2);
-    expect(c, r, Status::SUCCESS, "WRITE cf_t/c in t2");
-    let r = s.remove(c, b"cf_t/a", t2);
-    expect(c, r, Status::SUCCESS, "REMOVE cf_t/a in t2");
-    s.expect_missing(c, b"cf_t/a", t2, "STORE-17 removal seen inside");
-    s.expect_value(
-        c,
-        b"cf_t/a",
-        b"new",
-        0,
-        "STORE-17 removal invisible outside",
-    );
-    let r = c.raw(call::STORE_TXN_ABORT, [t2, 0, 0, 0, 0, 0]);
     expect(c, r, Status::SUCCESS, "STORE-18 TXN_ABORT");
     s.expect_missing(c, b"cf_t/c", 0, "STORE-18 aborted write discarded");
     s.expect_value(
         c,
         b"cf_t/a",
-        b"new",
+        b"old",
         0,
-        "STORE-18 aborted removal discarded",
+        "STORE-18 aborted changes discarded",
     );
-    let r = c.raw(call::STORE_TXN_ABORT, [t2, 0, 0, 0, 0, 0]);
+    s.expect_host(
+        c,
+        b"cf_t/a",
+        Some(b"old"),
+        "STORE-18 aborted changes discarded",
+    );
+    // The abort ended the transaction; unknown ids are NOT_FOUND.
+    let r = c.raw(call::STORE_TXN_ABORT, [t, 0, 0, 0, 0, 0]);
     expect(c, r, Status::NOT_FOUND, "STORE-18 second TXN_ABORT");
-    let r = c.raw(call::STORE_TXN_COMMIT, [t2, 0, 0, 0, 0, 0]);
-    expect(c, r, Status::NOT_FOUND, "STORE-37 TXN_COMMIT after abort");
-    s.expect_no_event(c, "STORE-11 an aborted transaction fired");
+    let r = c.raw(call::STORE_TXN_ABORT, [0xFFFF_FF01, 0, 0, 0, 0, 0]);
+    expect(
+        c,
+        r,
+        Status::NOT_FOUND,
+        "STORE-18 TXN_ABORT of an unknown id",
+    );
+    s.cleanup(c, b"cf_t");
+}
 
-    // A removal in a transaction applies at commit.
-    if let Some(t3) = txn_start(c) {
-        let r = s.remove(c, b"cf_t/b", t3);
-        expect(c, r, Status::SUCCESS, "REMOVE cf_t/b in t3");
-        s.expect_value(
-            c,
-            b"cf_t/b",
-            b"bee",
-            0,
-            "STORE-17 removal invisible before commit",
+fn txn_ended_ids(c: &mut Ctx<'_>) {
+    let Some(mut s) = txn_setup(c) else { return };
+    let Some(t) = txn_start(c) else { return };
+    let r = c.raw(call::STORE_TXN_COMMIT, [t, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::SUCCESS, "TXN_COMMIT of an empty transaction");
+    // A committed transaction's id.
+    let r = c.raw(call::STORE_TXN_COMMIT, [t, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::NOT_FOUND, "STORE-37 second TXN_COMMIT");
+    let r = c.raw(call::STORE_TXN_ABORT, [t, 0, 0, 0, 0, 0]);
+    expect(c, r, Status::NOT_FOUND, "STORE-37 TXN_ABORT after commit");
+    let buf = s.s.take(16);
+    let calls = [
+        s.read(c, b"cf_t/a", buf, t),
+        s.write(c, b"cf_t/a", b"x", t),
+        s.list(c, b"cf_t", buf, t),
+        s.remove(c, b"cf_t/a", t),
+    ];
+    for (r, what) in calls.iter().zip(["READ", "WRITE", "LIST", "REMOVE"]) {
+        c.check(
+            r.status == Status::NOT_FOUND,
+            format_args!(
+                "STORE-31 {what} with a committed transaction's id: expected NOT_FOUND, got {:?}",
+                r.status
+            ),
         );
-        let r = c.raw(call::STORE_TXN_COMMIT, [t3, 0, 0, 0, 0, 0]);
-        expect(c, r, Status::SUCCESS, "STORE-16 commit of a removal");
-        s.expect_missing(c, b"cf_t/b", 0, "STORE-16 committed removal");
     }
+    s.expect_value(
+        c,
+        b"cf_t/a",
+        b"old",
+        0,
+        "STORE-31 refused calls changed nothing",
+    );
+    // An aborted transaction's id.
+    if let Some(t2) = txn_start(c) {
+        let r = c.raw(call::STORE_TXN_ABORT, [t2, 0, 0, 0, 0, 0]);
+        expect(c, r, Status::SUCCESS, "TXN_ABORT");
+        let r = c.raw(call::STORE_TXN_COMMIT, [t2, 0, 0, 0, 0, 0]);
+        expect(c, r, Status::NOT_FOUND, "STORE-37 TXN_COMMIT after abort");
+        let r = s.write(c, b"cf_t/a", b"x", t2);
+        expect(
+            c,
+            r,
+            Status::NOT_FOUND,
+            "STORE-31 WRITE with an aborted transaction's id",
+        );
+    }
+    // Ids never handed out.
+    for id in [0xFFFF_FF00u64, 0xFFFF_FFFF] {
+        let r = s.read(c, b"cf_t/a", buf, id);
+        expect(c, r, Status::NOT_FOUND, "STORE-31 READ with an unknown txn");
+        let r = c.raw(call::STORE_TXN_COMMIT, [id, 0, 0, 0, 0, 0]);
+        expect(
+            c,
+            r,
+            Status::NOT_FOUND,
+            "STORE-37 TXN_COMMIT of an unknown id",
+        );
+    }
+    s.expect_value(
+        c,
+        b"cf_t/a",
+        b"old",
+        0,
+        "STORE-31 refused calls changed nothing",
+    );
+    s.cleanup(c, b"cf_t");
+}
 
-    // STORE-9: ids are 32-bit; 0 is no transaction.
+fn txn_id_width(c: &mut Ctx<'_>) {
+    let Some(mut s) = txn_setup(c) else { return };
+    let Some(t) = txn_start(c) else { return };
+    // Ids are 32-bit: a wider argument is INVALID_PARAM, even when its low half is open.
     let r = s.read(c, b"cf_t/a", &mut [], 1 << 32);
     expect(c, r, Status::INVALID_PARAM, "STORE-9 READ with txn 2^32");
     let r = s.write(c, b"cf_t/a", b"z", u64::MAX);
@@ -2125,6 +2212,13 @@ fn txn_commit_abort(c: &mut Ctx<'_>) {
         r,
         Status::INVALID_PARAM,
         "STORE-9 WRITE with txn u64::MAX",
+    );
+    let r = s.write(c, b"cf_t/a", b"z", (1 << 32) | t);
+    expect(
+        c,
+        r,
+        Status::INVALID_PARAM,
+        "STORE-9 WRITE with an open id plus bit 32",
     );
     let r = s.list(c, b"cf_t", &mut [], (1 << 32) | t);
     expect(
@@ -2135,11 +2229,12 @@ fn txn_commit_abort(c: &mut Ctx<'_>) {
     );
     let r = s.remove(c, b"cf_t/a", 1 << 40);
     expect(c, r, Status::INVALID_PARAM, "STORE-9 REMOVE with txn 2^40");
+    // 0 is no transaction: COMMIT and ABORT of it are INVALID_PARAM.
     for (id, name) in [
         (call::STORE_TXN_COMMIT, "TXN_COMMIT"),
         (call::STORE_TXN_ABORT, "TXN_ABORT"),
     ] {
-        for arg in [0u64, 1 << 32, u64::MAX] {
+        for arg in [0u64, 1 << 32, (1 << 32) | t, u64::MAX] {
             let r = c.raw(id, [arg, 0, 0, 0, 0, 0]);
             c.check(
                 r.status == Status::INVALID_PARAM,
@@ -2153,18 +2248,18 @@ fn txn_commit_abort(c: &mut Ctx<'_>) {
     s.expect_value(
         c,
         b"cf_t/a",
-        b"new",
+        b"old",
         0,
         "STORE-9 refused calls changed nothing",
     );
-    // STORE-31: an id that was never handed out.
-    let r = s.read(c, b"cf_t/a", &mut [], 0xFFFF_FF00);
-    expect(c, r, Status::NOT_FOUND, "STORE-31 READ with an unknown txn");
-
-    let _ = c.raw(call::STORE_UNWATCH, [w, 0, 0, 0, 0, 0]);
-    s.drain(c);
-    let _ = take_pending(&ev, port);
-    let _ = c.pv.event_close(port);
+    // The open transaction survived the refused calls.
+    let r = c.raw(call::STORE_TXN_ABORT, [t, 0, 0, 0, 0, 0]);
+    expect(
+        c,
+        r,
+        Status::SUCCESS,
+        "STORE-9 TXN_ABORT of the open transaction",
+    );
     s.cleanup(c, b"cf_t");
 }
 
@@ -2355,6 +2450,26 @@ fn txn_snapshot(c: &mut Ctx<'_>) {
         None,
         "STORE-17 own change invisible to the host",
     );
+    match s.names(c, b"cf_ss", t) {
+        Ok(n) => c.check(
+            n == b"mine\0n\0",
+            format_args!("STORE-17 LIST with the own new node: {:?}", Show(n)),
+        ),
+        Err(e) => c.check(
+            false,
+            format_args!("STORE-17 LIST in the transaction: {e:?}"),
+        ),
+    };
+    let r = s.remove(c, b"cf_ss/n", t);
+    expect(c, r, Status::SUCCESS, "REMOVE cf_ss/n in the transaction");
+    s.expect_missing(c, b"cf_ss/n", t, "STORE-17 own removal seen inside");
+    s.expect_value(
+        c,
+        b"cf_ss/n",
+        b"2",
+        0,
+        "STORE-17 own removal invisible outside",
+    );
     let r = c.raw(call::STORE_TXN_ABORT, [t, 0, 0, 0, 0, 0]);
     expect(c, r, Status::SUCCESS, "TXN_ABORT");
     s.cleanup(c, b"cf_ss");
@@ -2387,6 +2502,14 @@ fn txn_quota(c: &mut Ctx<'_>) {
     c.check(
         held.iter().all(|t| *t != 0 && *t <= u64::from(u32::MAX)),
         format_args!("STORE-15 a transaction id is 0 or above 32 bits"),
+    );
+    let distinct = held
+        .iter()
+        .enumerate()
+        .all(|(i, a)| held.iter().skip(i + 1).all(|b| b != a));
+    c.check(
+        distinct,
+        format_args!("STORE-15 two open transactions share an id"),
     );
     for &t in held {
         let r = c.raw(call::STORE_TXN_ABORT, [t, 0, 0, 0, 0, 0]);
