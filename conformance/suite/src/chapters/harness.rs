@@ -17,7 +17,7 @@ use pvabi_guest::shared::GrantTableShared;
 use crate::chapters::clock::RawClockPage;
 use crate::chapters::event::{quiet, shared_events};
 use crate::chapters::vcpu::expect_st;
-use crate::chapters::vcpu::now;
+use crate::chapters::vcpu::{now, spin_wait, start_worker, stopped_vcpu, OP_CALL};
 use crate::{Case, Ctx};
 
 /// The chapter's cases.
@@ -307,7 +307,11 @@ fn inject_event(c: &mut Ctx<'_>) {
     c.check(
         ev.is_pending(p)
             && sel & (1 << w) != 0
-            && pvabi_guest::upcall::installed_events().is_none_or(|_| true),
+            && ev
+                .page()
+                .vcpu
+                .get(me as usize)
+                .is_some_and(|i| i.upcall_pending.load(SeqCst) != 0),
         format_args!("HARNESS.INJECT_EVENT did not raise the port as EVENT.SEND would"),
     );
     ev.clear_pending(p);
@@ -880,8 +884,33 @@ fn clock_advance_and_read(c: &mut Ctx<'_>) {
         quiet(&ev, me);
         let _ = pv.event_close(p);
     }
-    // A BLOCK whose deadline the advance passes ends (TIMED_OUT): checked on this vCPU with
-    // a deadline just ahead, which the advance then passes before the call completes.
+    // A BLOCK on another vCPU whose deadline the advance passes ends with TIMED_OUT. This
+    // vCPU waits with VCPU.YIELD, not BLOCK, so that only the advance can move the clock.
+    if c.pv.info().vcpu_count < 2 {
+        return;
+    }
+    let Some(v) = stopped_vcpu(c) else { return };
+    let Some(w) = start_worker(c, v, None) else {
+        return;
+    };
+    let d = now(&pv) + 1_000_000_000;
+    let seq = w.post(OP_CALL, call::VCPU_BLOCK, [d, 0, 0, 0, 0, 0]);
+    if w.wait_blocked(c, seq) {
+        let t = now(&pv);
+        c.expect_ok(
+            pv.harness_clock_advance(d.saturating_sub(t) + 1_000_000),
+            "HARNESS.CLOCK_ADVANCE past a blocked vCPU's deadline",
+        );
+        let ended = spin_wait(c, || w.mb.ack.load(SeqCst) == seq);
+        let st = crate::chapters::vcpu::st(w.mb.status.load(SeqCst));
+        c.check(
+            ended && st == Status::TIMED_OUT,
+            format_args!(
+                "HARNESS.CLOCK_ADVANCE past its deadline did not end vCPU {v}'s VCPU.BLOCK with TIMED_OUT (ended {ended}, {st:?})"
+            ),
+        );
+    }
+    w.finish(c);
     let _ = t1;
 }
 
