@@ -1,23 +1,25 @@
 #!/bin/sh
 # pvabi-domu-run: runs in dom0 (installed by scripts/xen/setup.sh as /usr/sbin/pvabi-domu-run).
-# Boots an unprivileged PV domU with `xl create`, the same Linux kernel as dom0 and a small
+# Boots an unprivileged PV (default) or PVH domU with `xl create`, the same Linux kernel as dom0 and a small
 # initramfs holding busybox, /domu/init and the given program; the program runs there with
 # /dev/xen/xenbus as its xenstore connection. The domU console (program output between marker
 # lines) is printed on stdout; the exit status is the program's, or 125 when the domU did not
 # run it.
 #
-# Usage: pvabi-domu-run [--memory MB] [--timeout SECONDS] BINARY [ARGS...]
+# Usage: pvabi-domu-run [--type pv|pvh] [--memory MB] [--timeout SECONDS] BINARY [ARGS...]
 set -u
 mem=256
 limit=120
+type=pv
 while :; do
     case "${1:-}" in
         --memory) mem=$2; shift 2 ;;
         --timeout) limit=$2; shift 2 ;;
+        --type) type=$2; shift 2 ;;
         *) break ;;
     esac
 done
-bin=${1:?usage: pvabi-domu-run [--memory MB] [--timeout SECONDS] BINARY [ARGS...]}
+bin=${1:?usage: pvabi-domu-run [--type pv|pvh] [--memory MB] [--timeout SECONDS] BINARY [ARGS...]}
 shift
 w=$(mktemp -d /tmp/domu.XXXXXX)
 mkdir -p "$w/root/bin" "$w/root/payload" "$w/root/proc" "$w/root/sys" "$w/root/dev" "$w/root/tmp"
@@ -30,7 +32,7 @@ for a in "$@"; do printf '%s\n' "$a" >>"$w/root/payload/args"; done
 (cd "$w/root" && find . | cpio -o -H newc 2>/dev/null) >"$w/initrd.cpio"
 cat >"$w/domu.cfg" <<CFG
 name = "pvabi-domu"
-type = "pv"
+type = "$type"
 kernel = "/domu/vmlinuz"
 ramdisk = "$w/initrd.cpio"
 extra = "console=hvc0 loglevel=3"

@@ -13,6 +13,8 @@
 #   PVABI_XEN_CACHE    the directory scripts/xen/setup.sh filled (default /var/cache/pvabi-xen)
 #   PVABI_XEN_ACCEL    tcg (default) or kvm (KVM fails on this kind of machine: Xen stops early
 #                      with a KVM emulation failure)
+#   PVABI_XEN_CPU      QEMU CPU model under TCG (default qemu64,+svm,+npt: NPT gives Xen HAP,
+#                      which Debian's Xen needs for HVM and PVH domUs; it has no shadow paging)
 #   PVABI_XEN_SMP      virtual CPUs of the machine and of dom0 (default 1: under TCG on a loaded
 #                      2-core host one vCPU boots and runs a domU about twice as fast as two)
 #   PVABI_XEN_VERBOSE  1: copy the whole serial console to stderr while it runs
@@ -78,7 +80,7 @@ for a in "${xsargs[@]+"${xsargs[@]}"}"; do printf '%s\n' "$a" >>"$work/root/payl
 cat "$cache/initrd-base.cpio.gz" "$work/payload.cpio.gz" >"$work/initrd.gz"
 
 case "$accel" in
-    tcg) qaccel=(-accel tcg -cpu qemu64,+svm) ;;
+    tcg) qaccel=(-accel tcg -cpu "${PVABI_XEN_CPU:-qemu64,+svm,+npt}") ;;
     kvm) qaccel=(-accel kvm -cpu host,-arch-capabilities) ;;
     *) fail "PVABI_XEN_ACCEL must be tcg or kvm, not $accel" ;;
 esac
