@@ -103,6 +103,14 @@ impl RingPoller {
         }
     }
 
+    /// The registered ring's `req_prod`, if a ring is registered and the word readable.
+    fn req_prod(&self, vm: &Vm) -> Option<u32> {
+        let gpa = (*self.ring())?;
+        vm.ram()
+            .load_u32(gpa + RingHeader::REQ_PROD as u64, Ordering::Acquire)
+            .ok()
+    }
+
     /// Serves the ring until no request came for the poll period.
     fn poll(&self, core: &Core, vm: &Vm) {
         if self.period.is_zero() {
@@ -113,10 +121,20 @@ impl RingPoller {
         fence(Ordering::SeqCst);
         let mut last = Instant::now();
         let mut idle = 0u32;
+        let mut seen = None;
+        let mut busy = true;
         while !core.stopping() {
-            if vm.process_ring() > 0 {
-                idle = 0;
-                continue;
+            // Serve the ring when `req_prod` moved, after work (there may be more: a full
+            // completion ring holds requests back) and every CLOCK_EVERY idle polls; else
+            // an idle poll is one lock-free load that writes nothing the guest reads.
+            let prod = self.req_prod(vm);
+            if busy || prod != seen || prod.is_none() || idle % CLOCK_EVERY == 0 {
+                seen = prod;
+                busy = vm.process_ring() > 0;
+                if busy {
+                    idle = 0;
+                    continue;
+                }
             }
             idle += 1;
             if idle % CLOCK_EVERY == 0 {

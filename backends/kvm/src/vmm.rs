@@ -1075,30 +1075,57 @@ fn emulation_failure_bytes(fd: &mut VcpuFd) -> Option<Vec<u8>> {
     raw.get(1..1 + len).map(<[u8]>::to_vec)
 }
 
+/// How many further SSE instructions one emulation failure may perform before the guest is
+/// entered again (see [`emulate_sse`]).
+const SSE_RUN_AHEAD: usize = 32;
+
 /// Guest memory by guest-virtual address for the SSE emulation: `KVM_TRANSLATE` per page
-/// (identity where the host does not offer it), then bounds-checked vm-memory access.
+/// (identity where the host does not offer it), remembered for the rest of one emulation like
+/// a TLB (a CPU, too, may use a stale translation until the guest flushes it), then
+/// bounds-checked vm-memory access.
 struct VcpuMemory<'a> {
     fd: &'a VcpuFd,
     mem: &'a vm_memory::GuestMemoryMmap,
+    /// (guest-virtual page, guest-physical page) pairs already translated.
+    tlb: Vec<(u64, u64)>,
 }
 
-impl VcpuMemory<'_> {
-    fn gpa(&self, gva: u64) -> Option<u64> {
-        match self.fd.translate_gva(gva) {
-            Ok(t) if t.valid != 0 => Some(t.physical_address),
-            Ok(_) => None,
-            Err(_) => Some(gva),
+impl<'a> VcpuMemory<'a> {
+    fn new(fd: &'a VcpuFd, mem: &'a vm_memory::GuestMemoryMmap) -> Self {
+        Self {
+            fd,
+            mem,
+            tlb: Vec::new(),
         }
     }
 
-    /// Runs `f(gpa, offset, len)` for each page-bounded piece of `gva..gva+len`.
-    fn pieces(&self, gva: u64, len: usize, mut f: impl FnMut(u64, usize, usize) -> bool) -> bool {
+    fn gpa(&mut self, gva: u64) -> Option<u64> {
+        let page = gva & !4095;
+        if let Some(&(_, p)) = self.tlb.iter().find(|(v, _)| *v == page) {
+            return Some(p | (gva & 4095));
+        }
+        let gpa = match self.fd.translate_gva(page) {
+            Ok(t) if t.valid != 0 => t.physical_address & !4095,
+            Ok(_) => return None,
+            Err(_) => page,
+        };
+        self.tlb.push((page, gpa));
+        Some(gpa | (gva & 4095))
+    }
+
+    /// Runs `f(mem, gpa, offset, len)` for each page-bounded piece of `gva..gva+len`.
+    fn pieces(
+        &mut self,
+        gva: u64,
+        len: usize,
+        mut f: impl FnMut(&vm_memory::GuestMemoryMmap, u64, usize, usize) -> bool,
+    ) -> bool {
         let mut off = 0;
         while off < len {
             let a = gva.wrapping_add(off as u64);
             let n = ((4096 - (a & 4095)) as usize).min(len - off);
             match self.gpa(a) {
-                Some(g) if f(g, off, n) => off += n,
+                Some(g) if f(self.mem, g, off, n) => off += n,
                 _ => return false,
             }
         }
@@ -1110,8 +1137,7 @@ impl crate::sse::Memory for VcpuMemory<'_> {
     fn read(&mut self, gva: u64, buf: &mut [u8]) -> bool {
         use vm_memory::Bytes;
         let len = buf.len();
-        let mem = self.mem;
-        self.pieces(gva, len, |g, off, n| {
+        self.pieces(gva, len, |mem, g, off, n| {
             buf.get_mut(off..off + n)
                 .is_some_and(|b| mem.read_slice(b, vm_memory::GuestAddress(g)).is_ok())
         })
@@ -1119,8 +1145,7 @@ impl crate::sse::Memory for VcpuMemory<'_> {
 
     fn write(&mut self, gva: u64, data: &[u8]) -> bool {
         use vm_memory::Bytes;
-        let mem = self.mem;
-        self.pieces(gva, data.len(), |g, off, n| {
+        self.pieces(gva, data.len(), |mem, g, off, n| {
             data.get(off..off + n)
                 .is_some_and(|b| mem.write_slice(b, vm_memory::GuestAddress(g)).is_ok())
         })
@@ -1129,6 +1154,13 @@ impl crate::sse::Memory for VcpuMemory<'_> {
 
 /// Performs an SSE instruction KVM's emulator failed on (see [`crate::sse`]) and steps past
 /// it; false when it is not one of those (or an operand is not accessible).
+///
+/// Compiled code tends to use these instructions in runs (zeroing a register, then storing
+/// it several times), and on a host that emulates ring 0 every one of them costs an exit to
+/// this VMM plus FPU and translation ioctls. So after the failing instruction this performs
+/// the SSE instructions that follow it too (up to [`SSE_RUN_AHEAD`]), in order, as the CPU
+/// would, and stops before the first one it does not implement; the FPU state is read once
+/// and written back once, only if it changed.
 ///
 /// # Errors
 ///
@@ -1142,32 +1174,47 @@ fn emulate_sse(
         return Ok(false);
     };
     let mut regs = get_regs(fd, sync)?;
+    let mut vmem = VcpuMemory::new(fd, mem);
     // KVM's copy stops at a page boundary; read the instruction from guest memory instead
     // when it can be read whole.
     let mut fetched = [0u8; 15];
-    let bytes =
-        if crate::sse::Memory::read(&mut VcpuMemory { fd: &*fd, mem }, regs.rip, &mut fetched) {
-            &fetched[..]
-        } else {
-            &reported[..]
-        };
+    let bytes = if crate::sse::Memory::read(&mut vmem, regs.rip, &mut fetched) {
+        &fetched[..]
+    } else {
+        &reported[..]
+    };
     let Some(insn) = crate::sse::decode(bytes) else {
         return Ok(false);
     };
-    let mut fpu = fd.get_fpu().map_err(kvm_err("KVM_GET_FPU"))?;
+    let before = fd.get_fpu().map_err(kvm_err("KVM_GET_FPU"))?;
+    let mut fpu = before;
     let next = regs.rip.wrapping_add(insn.len as u64);
-    let done = crate::sse::execute(
-        &insn,
-        next,
-        &mut regs,
-        &mut fpu,
-        &mut VcpuMemory { fd: &*fd, mem },
-    );
-    if !done {
+    if !crate::sse::execute(&insn, next, &mut regs, &mut fpu, &mut vmem) {
         return Ok(false);
     }
-    fd.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
     regs.rip = next;
+    for _ in 0..SSE_RUN_AHEAD {
+        let mut b = [0u8; 15];
+        if !crate::sse::Memory::read(&mut vmem, regs.rip, &mut b) {
+            break;
+        }
+        let Some(insn) = crate::sse::decode(&b) else {
+            break;
+        };
+        let next = regs.rip.wrapping_add(insn.len as u64);
+        // On copies: an instruction that cannot be performed leaves no trace, and the guest
+        // runs into it itself (and, if it really cannot be done, ends with the error).
+        let (mut r, mut f) = (regs, fpu);
+        if !crate::sse::execute(&insn, next, &mut r, &mut f, &mut vmem) {
+            break;
+        }
+        regs = r;
+        fpu = f;
+        regs.rip = next;
+    }
+    if fpu.xmm != before.xmm || fpu.mxcsr != before.mxcsr {
+        fd.set_fpu(&fpu).map_err(kvm_err("KVM_SET_FPU"))?;
+    }
     put_regs(fd, sync, &regs)?;
     Ok(true)
 }
