@@ -737,9 +737,36 @@ fn atomic_bit_updates(c: &mut Ctx<'_>) {
     let _ = c.pv.event_close(p);
 }
 
+/// The store node the EVENT and HARNESS cases write under.
+const STORE_TOP: &[u8] = b"conformance";
+
+/// Whether the store node [`STORE_TOP`] exists now (`None` if that cannot be told).
+pub fn store_top_exists(c: &mut Ctx<'_>) -> Option<bool> {
+    let path = c.buf(STORE_TOP.len(), 1)?;
+    path.copy_from_slice(STORE_TOP);
+    match c.pv.store_read_len(path, None) {
+        Ok(_) | Err(Status::DENIED) => Some(true),
+        Err(Status::NOT_FOUND) => Some(false),
+        Err(_) => None,
+    }
+}
+
+/// Removes [`STORE_TOP`] if it did not exist before the case (`existed`), so the case
+/// leaves the store as it found it.
+pub fn remove_store_top(c: &mut Ctx<'_>, existed: Option<bool>) {
+    if existed != Some(false) {
+        return;
+    }
+    if let Some(path) = c.buf(STORE_TOP.len(), 1) {
+        path.copy_from_slice(STORE_TOP);
+        let _ = c.pv.store_remove(path, None);
+    }
+}
+
 fn raise_of_closed_port(c: &mut Ctx<'_>) {
     let Some(ev) = shared_events(c) else { return };
     let me = me(c);
+    let top = store_top_exists(c);
     let Some(path) = c.buf(24, 1) else { return };
     path.copy_from_slice(b"conformance/evt19/watch0");
     let path: &'static [u8] = path;
@@ -773,6 +800,7 @@ fn raise_of_closed_port(c: &mut Ctx<'_>) {
         parent.copy_from_slice(b"conformance/evt19");
         let _ = c.pv.store_remove(parent, None);
     }
+    remove_store_top(c, top);
 }
 
 fn events_between_vcpus(c: &mut Ctx<'_>) {

@@ -539,7 +539,9 @@ fn bad_vcpu_ids(c: &mut Ctx<'_>) {
         c.check(count == n, format_args!("GET_VCPU_COUNT {count} != {n}"));
     }
     let entry = return_at_once as GuestEntry as usize as u64;
-    let stack = c.buf(256, 16).map_or(0, |b| c.gpa(b) + 240);
+    let stack = c
+        .buf(256, 16)
+        .map_or(0, |b| b.as_ptr() as usize as u64 + 240);
     for bad in [u64::from(n), 16, 1 << 32, u64::MAX] {
         let r = c.raw(call::VCPU_KICK, [bad, 0, 0, 0, 0, 0]);
         expect_st(
@@ -600,10 +602,8 @@ fn start_non_canonical(c: &mut Ctx<'_>) {
     };
     let entry = return_at_once as GuestEntry as usize as u64;
     let Some(stack) = c.buf(4096, 16) else { return };
-    let top = c.gpa(stack) + 4096 - 16;
-    // With an in-process or identity-mapped guest the stack's GPA is also its address.
+    // VCPU.START takes addresses in the guest's address space: the buffer's own address.
     let stack_va = stack.as_ptr() as usize as u64 + 4096 - 16;
-    let _ = top;
     for (e, s, what) in [
         (
             0x0000_8000_0000_0000,
