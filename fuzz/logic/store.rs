@@ -599,7 +599,13 @@ fn commit(s: &mut Store, m: &mut Model, txn: u32) {
                 assert_eq!(&m_list(&live, true, p), seen, "list {p:?} not serialisable");
             }
             Obs::Write(p, v, seen) => {
-                // The model mutates only on success, so no copy is needed.
+                // A write refused for the quota inside the transaction says nothing about
+                // the store's contents: it is neither replayed nor checked.
+                if *seen == Err(Status::NO_SPACE) {
+                    continue;
+                }
+                // The model mutates only on success, so no copy is needed; a refused write
+                // that would now succeed fails the assertion below.
                 let now = m_write(&mut live, Actor::Guest, p, v);
                 match (seen, now) {
                     (Ok(()), Ok(created)) => {
@@ -608,7 +614,6 @@ fn commit(s: &mut Store, m: &mut Model, txn: u32) {
                     (Ok(()), Err(e)) => {
                         failure.get_or_insert(e);
                     }
-                    (Err(Status::NO_SPACE), _) => {}
                     (Err(e), now) => assert_eq!(
                         Err(*e),
                         now.map(|_| ()),

@@ -102,3 +102,22 @@ fn multicall_target_over_corpus_and_random_inputs() {
         logic::multicall::run(data, &a, &b);
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+    /// The store model of the `store` target (guest and host writers, access, quotas,
+    /// watches and their queue, transactions with conflict and serialisability checks)
+    /// under proptest, which shrinks a failing operation sequence to a minimal one.
+    #[test]
+    fn store_against_model_proptest(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..800)) {
+        logic::store::run(&data);
+    }
+
+    /// The `multicall` target's comparison with entry-by-entry execution, shrinkable.
+    #[test]
+    fn multicall_against_sequential_proptest(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+        let (a, b) = (plain_ram(), plain_ram());
+        logic::multicall::run(&data, &a, &b);
+    }
+}
