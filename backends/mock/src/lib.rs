@@ -502,14 +502,20 @@ impl Inner {
         vcpu: u32,
         body: impl FnOnce() + Send + 'static,
     ) -> Result<(), Status> {
-        // The thread holds only a weak reference while guest code runs, so that a thread
-        // parked for good keeps nothing of the mock alive.
+        // The thread holds only a weak reference to the mock while guest code runs, so that a
+        // thread parked for good keeps none of the mock's state alive. It does keep the guest
+        // RAM mapping: guest code on this thread dereferences raw pointers into it (guest
+        // memory is ordinary host memory in-process), so the mapping must outlive the thread
+        // even when the mock is dropped first (a vCPU still running, or parked after another
+        // vCPU shut the guest down). The mapping is freed when the last such thread ends.
         let weak = Arc::downgrade(self);
+        let ram_alive = self.ram.clone();
         let id = self.id;
         *lock(&self.live_threads) += 1;
         let r = std::thread::Builder::new()
             .name(format!("pvabi-mock-vcpu{vcpu}"))
             .spawn(move || {
+                let _ram_alive = ram_alive;
                 CURRENT.with(|c| c.set(Some((id, vcpu))));
                 if let Some(me) = weak.upgrade() {
                     me.vm().vcpu_started(vcpu);

@@ -11,6 +11,10 @@
 //! [`Ctx::expect_ok`] or [`Ctx::expect_err`]; the first failed expectation's text becomes the
 //! record's detail. A case that cannot run in this environment calls [`Ctx::skip`].
 //!
+//! A case that cites several clauses attributes its checks with [`Ctx::clause`]: a failed
+//! check then fails only the clause it was attributed to, so a broken host is blamed for
+//! exactly the clauses it breaks (the report gets one record per clause of such a case).
+//!
 //! Cases share one guest: a case MUST leave the host as it found it (close the ports it
 //! allocated, remove the store nodes it wrote, abort its transactions, unregister what it
 //! registered unless [`Shared`] owns it). Buffers come from [`Ctx::buf`] (guest RAM that the
@@ -142,7 +146,14 @@ pub struct Ctx<'a> {
     skipped: bool,
     checks: u32,
     terminal: Option<(&'static str, &'static mut [u8])>,
+    /// The clause the following checks are attributed to (see [`Ctx::clause`]).
+    current: Option<&'static str>,
+    /// Clauses a failed, attributed check blamed.
+    blamed: [Option<&'static str>; MAX_BLAMED],
 }
+
+/// Most distinct clauses one case can blame separately.
+const MAX_BLAMED: usize = 16;
 
 struct DetailWriter<'b> {
     buf: &'b mut [u8; DETAIL_CAP],
@@ -180,7 +191,49 @@ impl<'a> Ctx<'a> {
             skipped: false,
             checks: 0,
             terminal: None,
+            current: None,
+            blamed: [None; MAX_BLAMED],
         }
+    }
+
+    /// Attributes the checks that follow to clause `id` (one of the case's cited clauses),
+    /// until the next `clause` call or [`Ctx::all_clauses`]. When a case cites several
+    /// clauses, a failed attributed check fails only its clause; a failed check made while no
+    /// clause is current fails every clause the case cites (the default).
+    pub fn clause(&mut self, id: &'static str) {
+        self.current = Some(id);
+    }
+
+    /// Attributes the checks that follow to every clause the case cites again.
+    pub fn all_clauses(&mut self) {
+        self.current = None;
+    }
+
+    fn fail(&mut self) {
+        self.failed = true;
+        match self.current {
+            None => self.blame_all(),
+            Some(id) => {
+                if self.blamed.iter().any(|b| *b == Some(id)) {
+                    return;
+                }
+                match self.blamed.iter_mut().find(|b| b.is_none()) {
+                    Some(slot) => *slot = Some(id),
+                    None => self.blame_all(),
+                }
+            }
+        }
+    }
+
+    fn blame_all(&mut self) {
+        // An empty id blames every cited clause.
+        if let Some(first) = self.blamed.first_mut() {
+            *first = Some("");
+        }
+    }
+
+    fn blames_all(&self) -> bool {
+        self.blamed.iter().any(|b| *b == Some(""))
     }
 
     fn note(&mut self, args: fmt::Arguments<'_>) {
@@ -202,7 +255,7 @@ impl<'a> Ctx<'a> {
     pub fn check(&mut self, cond: bool, what: fmt::Arguments<'_>) -> bool {
         self.checks += 1;
         if !cond {
-            self.failed = true;
+            self.fail();
             self.note(what);
         }
         cond
@@ -214,7 +267,7 @@ impl<'a> Ctx<'a> {
         match r {
             Ok(v) => Some(v),
             Err(s) => {
-                self.failed = true;
+                self.fail();
                 self.note(format_args!("{what}: expected SUCCESS, got {s:?}"));
                 None
             }
@@ -232,7 +285,7 @@ impl<'a> Ctx<'a> {
         match r {
             Err(s) if s == want => true,
             other => {
-                self.failed = true;
+                self.fail();
                 self.note(format_args!("{what}: expected {want:?}, got {other:?}"));
                 false
             }
@@ -245,7 +298,7 @@ impl<'a> Ctx<'a> {
         if ret.status == want {
             true
         } else {
-            self.failed = true;
+            self.fail();
             self.note(format_args!(
                 "{what}: expected {want:?}, got {:?} (value {:#x})",
                 ret.status, ret.value
@@ -271,6 +324,7 @@ impl<'a> Ctx<'a> {
         let b = self.arena.alloc_bytes(len, align);
         if b.is_none() {
             self.failed = true;
+            self.blame_all();
             self.note(format_args!("suite arena exhausted ({len} bytes wanted)"));
         }
         b
@@ -281,6 +335,7 @@ impl<'a> Ctx<'a> {
         let b = self.arena.alloc(value);
         if b.is_none() {
             self.failed = true;
+            self.blame_all();
             self.note(format_args!("suite arena exhausted"));
         }
         b
@@ -400,6 +455,59 @@ pub struct RunSummary {
     pub unreported: u32,
 }
 
+/// Reports one case: a single record citing all its clauses, or, when its failures were
+/// attributed to some of its clauses only ([`Ctx::clause`]), one record per cited clause
+/// (named `<case>@<clause>`), failed for the blamed clauses and passed for the others.
+/// Returns how many records the host refused.
+fn report_case(ctx: &Ctx<'_>, case: &Case, outcome: Outcome, scratch: &mut [u8]) -> u32 {
+    let detail = ctx.detail.get(..ctx.detail_len).unwrap_or(&[]);
+    let split =
+        outcome == Outcome::FAILED && !ctx.blames_all() && ctx.blamed.iter().any(Option::is_some);
+    if !split {
+        let rec = Record {
+            outcome,
+            clauses: case.clauses.as_bytes(),
+            name: case.name.as_bytes(),
+            detail,
+        };
+        return u32::from(ctx.pv.harness_report(&rec, scratch).is_err());
+    }
+    let mut refused = 0;
+    for id in case
+        .clauses
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
+        let blamed = ctx.blamed.iter().any(|b| *b == Some(id));
+        let mut name = [0u8; 160];
+        let mut n = 0usize;
+        for b in case
+            .name
+            .bytes()
+            .chain(core::iter::once(b'@'))
+            .chain(id.bytes())
+        {
+            if let Some(slot) = name.get_mut(n) {
+                *slot = b;
+                n += 1;
+            }
+        }
+        let rec = Record {
+            outcome: if blamed {
+                Outcome::FAILED
+            } else {
+                Outcome::PASSED
+            },
+            clauses: id.as_bytes(),
+            name: name.get(..n).unwrap_or(&[]),
+            detail: if blamed { detail } else { b"" },
+        };
+        refused += u32::from(ctx.pv.harness_report(&rec, scratch).is_err());
+    }
+    refused
+}
+
 /// Runs every case (or those whose name starts with `filter`), reports each one through
 /// HARNESS.REPORT, then reports the END record.
 pub fn run_suite(
@@ -427,16 +535,7 @@ pub fn run_suite(
             Outcome::SKIPPED => sum.skipped += 1,
             _ => sum.failed += 1,
         }
-        let detail_len = ctx.detail_len;
-        let rec = Record {
-            outcome,
-            clauses: case.clauses.as_bytes(),
-            name: case.name.as_bytes(),
-            detail: ctx.detail.get(..detail_len).unwrap_or(&[]),
-        };
-        if pv.harness_report(&rec, scratch).is_err() {
-            sum.unreported += 1;
-        }
+        sum.unreported += report_case(&ctx, case, outcome, scratch);
     }
     let end = Record {
         outcome: Outcome::END,
