@@ -214,7 +214,7 @@ impl<'a> Ctx<'a> {
         match self.current {
             None => self.blame_all(),
             Some(id) => {
-                if self.blamed.iter().any(|b| *b == Some(id)) {
+                if self.blamed.contains(&Some(id)) {
                     return;
                 }
                 match self.blamed.iter_mut().find(|b| b.is_none()) {
@@ -233,7 +233,7 @@ impl<'a> Ctx<'a> {
     }
 
     fn blames_all(&self) -> bool {
-        self.blamed.iter().any(|b| *b == Some(""))
+        self.blamed.contains(&Some(""))
     }
 
     fn note(&mut self, args: fmt::Arguments<'_>) {
@@ -479,7 +479,7 @@ fn report_case(ctx: &Ctx<'_>, case: &Case, outcome: Outcome, scratch: &mut [u8])
         .map(str::trim)
         .filter(|c| !c.is_empty())
     {
-        let blamed = ctx.blamed.iter().any(|b| *b == Some(id));
+        let blamed = ctx.blamed.contains(&Some(id));
         let mut name = [0u8; 160];
         let mut n = 0usize;
         for b in case
