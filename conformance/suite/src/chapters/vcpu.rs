@@ -485,13 +485,18 @@ pub const CASES: &[Case] = &[
         run: block_returns_on_upcall_pending,
     },
     Case {
-        name: "vcpu::blocked_vcpu_woken",
+        name: "vcpu::blocked_vcpu_woken_by_kick_or_deadline",
         clauses: "VCPU-3,VCPU-5,VCPU-10,VCPU-14",
-        run: blocked_vcpu_woken,
+        run: blocked_vcpu_woken_by_kick,
+    },
+    Case {
+        name: "vcpu::blocked_vcpu_woken_by_event",
+        clauses: "VCPU-14",
+        run: blocked_vcpu_woken_by_event,
     },
     Case {
         name: "vcpu::stop_drops_state_and_restart_is_clean",
-        clauses: "VCPU-8,VCPU-9,VCPU-5,EVT-20",
+        clauses: "VCPU-8,VCPU-9,VCPU-5",
         run: stop_and_restart,
     },
     Case {
@@ -795,7 +800,15 @@ fn block_returns_on_upcall_pending(c: &mut Ctx<'_>) {
     );
 }
 
-fn blocked_vcpu_woken(c: &mut Ctx<'_>) {
+fn blocked_vcpu_woken_by_kick(c: &mut Ctx<'_>) {
+    blocked_vcpu_woken(c, false);
+}
+
+fn blocked_vcpu_woken_by_event(c: &mut Ctx<'_>) {
+    blocked_vcpu_woken(c, true);
+}
+
+fn blocked_vcpu_woken(c: &mut Ctx<'_>, by_event: bool) {
     if !need_vcpus(c, 2) {
         return;
     }
@@ -810,8 +823,12 @@ fn blocked_vcpu_woken(c: &mut Ctx<'_>) {
         return;
     };
     // 1. Blocked without a deadline, woken by a kick.
-    let seq = w.post(OP_CALL, call::VCPU_BLOCK, [0; 6]);
-    if w.wait_blocked(c, seq) {
+    if !by_event {
+        let seq = w.post(OP_CALL, call::VCPU_BLOCK, [0; 6]);
+        if !w.wait_blocked(c, seq) {
+            w.finish(c);
+            return;
+        }
         let r = c.raw(call::VCPU_KICK, [u64::from(v), 0, 0, 0, 0, 0]);
         expect_st(c, r, Status::SUCCESS, "VCPU.KICK of a BLOCKED vCPU");
         match w.wait(c, seq) {
@@ -824,7 +841,12 @@ fn blocked_vcpu_woken(c: &mut Ctx<'_>) {
         }
     }
     // 2. Blocked without a deadline, woken by a send to a port bound to it.
-    if let Some(port) = c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC") {
+    let port = if by_event {
+        c.expect_ok(c.pv.event_alloc(), "EVENT.ALLOC")
+    } else {
+        None
+    };
+    if let Some(port) = port {
         c.expect_ok(
             c.pv.event_bind_vcpu(port, v),
             "EVENT.BIND_VCPU to the worker",
@@ -854,6 +876,10 @@ fn blocked_vcpu_woken(c: &mut Ctx<'_>) {
         }
         let _ = c.pv.event_close(port);
     }
+    if by_event {
+        w.finish(c);
+        return;
+    }
     // 3. Blocked with a deadline: TIMED_OUT once it passes.
     let d = now(&c.pv) + 3 * POLL_NS;
     let seq = w.post(OP_CALL, call::VCPU_BLOCK, [d, 0, 0, 0, 0, 0]);
@@ -879,6 +905,16 @@ fn blocked_vcpu_woken(c: &mut Ctx<'_>) {
 }
 
 fn stop_and_restart(c: &mut Ctx<'_>) {
+    stop_restart(c, false);
+}
+
+/// EVT-20: a raise of a port bound to a STOPPED vCPU sets pending, selector and
+/// `upcall_pending`, and the vCPU finds it when it runs again.
+pub fn raise_to_stopped_vcpu(c: &mut Ctx<'_>) {
+    stop_restart(c, true);
+}
+
+fn stop_restart(c: &mut Ctx<'_>, with_event: bool) {
     if !need_vcpus(c, 2) {
         return;
     }
@@ -890,8 +926,8 @@ fn stop_and_restart(c: &mut Ctx<'_>) {
         return;
     };
     let pv = c.pv;
-    let timers = pv.info().features.contains(Features::TIMER);
-    let clock_pages = pv.info().features.contains(Features::CLOCK_PAGE);
+    let timers = !with_event && pv.info().features.contains(Features::TIMER);
+    let clock_pages = !with_event && pv.info().features.contains(Features::CLOCK_PAGE);
     let Some(w) = start_worker(c, v, None) else {
         return;
     };
@@ -934,8 +970,10 @@ fn stop_and_restart(c: &mut Ctx<'_>) {
     let spinning = spin_wait(c, || w.mb.executing.load(SeqCst) == seq);
     c.check(spinning, format_args!("the worker did not start spinning"));
     // The worker runs (spins without calls): the kick stays pending until it stops.
-    let r = c.raw(call::VCPU_KICK, [u64::from(v), 0, 0, 0, 0, 0]);
-    expect_st(c, r, Status::SUCCESS, "VCPU.KICK of a running vCPU");
+    if !with_event {
+        let r = c.raw(call::VCPU_KICK, [u64::from(v), 0, 0, 0, 0, 0]);
+        expect_st(c, r, Status::SUCCESS, "VCPU.KICK of a running vCPU");
+    }
     w.mb.aux[7].store(1, SeqCst);
     if !w.wait_stopped(c) {
         return;
@@ -945,8 +983,10 @@ fn stop_and_restart(c: &mut Ctx<'_>) {
         s == Ok(VcpuState::STOPPED),
         format_args!("after VCPU.STOP the vCPU is {s:?}"),
     );
-    let r = c.raw(call::VCPU_KICK, [u64::from(v), 0, 0, 0, 0, 0]);
-    expect_st(c, r, Status::BAD_STATE, "VCPU.KICK of a STOPPED vCPU");
+    if !with_event {
+        let r = c.raw(call::VCPU_KICK, [u64::from(v), 0, 0, 0, 0, 0]);
+        expect_st(c, r, Status::BAD_STATE, "VCPU.KICK of a STOPPED vCPU");
+    }
     // The dropped clock page is no longer written.
     if let Some(p) = page {
         p.version.store(0xFFFF_0000, SeqCst);
@@ -971,30 +1011,32 @@ fn stop_and_restart(c: &mut Ctx<'_>) {
             format_args!("a STOPPED vCPU's timer fired (VCPU.STOP must drop it)"),
         );
     }
-    // A send to a port bound to the STOPPED vCPU: pending, selector and upcall_pending set.
     let info = ev.page().vcpu.get(v as usize);
-    if let Some(i) = info {
-        i.upcall_pending.store(0, SeqCst);
-        i.selector.store(0, SeqCst);
-    }
-    c.expect_ok(
-        pv.event_send(wake_port),
-        "EVENT.SEND to a STOPPED vCPU's port",
-    );
-    let (w_, b) = wake_port.word_bit();
-    c.check(
-        ev.is_pending(wake_port),
-        format_args!("a send to a STOPPED vCPU's port did not set the pending bit"),
-    );
-    if let Some(i) = info {
+    if with_event {
+        // A send to a port bound to the STOPPED vCPU: pending, selector and upcall_pending set.
+        if let Some(i) = info {
+            i.upcall_pending.store(0, SeqCst);
+            i.selector.store(0, SeqCst);
+        }
+        c.expect_ok(
+            pv.event_send(wake_port),
+            "EVENT.SEND to a STOPPED vCPU's port",
+        );
+        let (w_, b) = wake_port.word_bit();
         c.check(
+            ev.is_pending(wake_port),
+            format_args!("a send to a STOPPED vCPU's port did not set the pending bit"),
+        );
+        if let Some(i) = info {
+            c.check(
             i.selector.load(SeqCst) & (1 << w_) != 0 && i.upcall_pending.load(SeqCst) != 0,
             format_args!(
                 "a send to a STOPPED vCPU's unmasked port did not set its selector bit and upcall_pending"
             ),
         );
+        }
+        let _ = b;
     }
-    let _ = b;
     // Restart: the event is still there for it; no clock page, no kick.
     let Some(w2) = start_worker(c, v, None) else {
         let _ = pv.event_close(timer_port);
@@ -1002,10 +1044,12 @@ fn stop_and_restart(c: &mut Ctx<'_>) {
         return;
     };
     let mb = w2.mb;
-    c.check(
-        mb.got_upcall_pending.load(SeqCst) != 0,
-        format_args!("after restart the vCPU did not see the event sent while it was STOPPED"),
-    );
+    if with_event {
+        c.check(
+            mb.got_upcall_pending.load(SeqCst) != 0,
+            format_args!("after restart the vCPU did not see the event sent while it was STOPPED"),
+        );
+    }
     if clock_pages {
         c.check(
             st(mb.got_unregister.load(SeqCst)) == Status::NOT_FOUND,
@@ -1026,7 +1070,7 @@ fn stop_and_restart(c: &mut Ctx<'_>) {
         call::VCPU_BLOCK,
         [now(&pv) + 2 * POLL_NS, 0, 0, 0, 0, 0],
     );
-    if let Some(r) = w2.wait(c, seq) {
+    if let (Some(r), false) = (w2.wait(c, seq), with_event) {
         expect_st(
             c,
             r,
