@@ -385,8 +385,12 @@ impl Store {
         if self.watches.len() as u32 >= MAX_WATCHES {
             return Err(Status::NO_SPACE);
         }
-        let id = self.next_watch;
-        self.next_watch = self.next_watch.wrapping_add(1).max(1);
+        // Ids are nonzero and never those of a live watch, also once the counter wraps.
+        let mut id = self.next_watch.max(1);
+        while self.watches.contains_key(&id) {
+            id = id.wrapping_add(1).max(1);
+        }
+        self.next_watch = id.wrapping_add(1).max(1);
         self.watches.insert(
             id,
             Watch {
@@ -716,6 +720,24 @@ mod tests {
         assert_eq!(s.peek_event().map(|e| e.dropped), Some(3));
         s.pop_event();
         assert_eq!(s.peek_event().map(|e| e.dropped), Some(0));
+    }
+
+    #[test]
+    fn watch_ids_stay_unique_when_the_counter_wraps() {
+        let mut s = Store::default();
+        let first = s.watch(b"a", 1).expect("watch");
+        assert_eq!(first, 1);
+        // As after 2^32 - 2 further WATCH/UNWATCH pairs.
+        s.next_watch = u32::MAX;
+        let last = s.watch(b"b", 2).expect("watch");
+        assert_eq!(last, u32::MAX);
+        let wrapped = s.watch(b"c", 3).expect("watch");
+        assert_ne!(wrapped, 0);
+        assert_ne!(wrapped, first, "a live watch id was handed out again");
+        s.unwatch(first)
+            .expect("the first watch is still registered");
+        s.unwatch(last).expect("live");
+        s.unwatch(wrapped).expect("live");
     }
 
     #[test]
