@@ -53,8 +53,13 @@ pub const CASES: &[Case] = &[
         run: console_input,
     },
     Case {
-        name: "harness::clock_advance_and_read",
-        clauses: "HAR-8,HAR-9",
+        name: "harness::clock_read",
+        clauses: "HAR-9",
+        run: clock_read,
+    },
+    Case {
+        name: "harness::clock_advance",
+        clauses: "HAR-8",
         run: clock_advance_and_read,
     },
     Case {
@@ -320,7 +325,7 @@ fn inject_event(c: &mut Ctx<'_>) {
         );
         let by_inject = state(&ev);
         c.check(
-            by_inject == by_send && by_inject.0,
+            by_inject == by_send,
             format_args!(
                 "HARNESS.INJECT_EVENT (masked: {masked}) left (pending, selector, upcall_pending) = {by_inject:?}, EVENT.SEND {by_send:?}"
             ),
@@ -470,14 +475,30 @@ fn store_host_write_and_read(c: &mut Ctx<'_>) {
     if let Some(ev) = shared_events(c) {
         let me = pv.vcpu_id().unwrap_or(0);
         if let Some(port) = c.expect_ok(pv.event_alloc(), "EVENT.ALLOC") {
-            if let Some(wid) = c.expect_ok(pv.store_watch(p_rw, port), "STORE.WATCH") {
-                ev.clear_pending(port);
+            let wbuf = c.buf(512, 8);
+            if let (Some(wid), Some(wbuf)) =
+                (c.expect_ok(pv.store_watch(p_rw, port), "STORE.WATCH"), wbuf)
+            {
+                // Drop events queued by earlier cases, then expect one for this write (the
+                // queued event, not the port's raise, which is EVT's business).
+                for _ in 0..300 {
+                    if !matches!(pv.store_watch_next(wbuf), Ok(Some(_))) {
+                        break;
+                    }
+                }
                 c.expect_ok(
                     pv.harness_store_host_write(p_rw, v2, GuestAccess::READ_WRITE),
                     "HARNESS.STORE_HOST_WRITE of a watched node",
                 );
+                let mut fired = false;
+                for _ in 0..300 {
+                    match pv.store_watch_next(wbuf) {
+                        Ok(Some(w)) => fired |= w.watch == wid && w.path == p_rw,
+                        _ => break,
+                    }
+                }
                 c.check(
-                    ev.is_pending(port),
+                    fired,
                     format_args!("a host write did not fire the node's watch"),
                 );
                 let _ = pv.store_unwatch(wid);
@@ -793,7 +814,7 @@ fn console_input(c: &mut Ctx<'_>) {
     }
 }
 
-fn clock_advance_and_read(c: &mut Ctx<'_>) {
+fn clock_read(c: &mut Ctx<'_>) {
     let pv = c.pv;
     // HAR-9: the same clock as CLOCK.GET_TIME.
     for _ in 0..5 {
@@ -807,6 +828,10 @@ fn clock_advance_and_read(c: &mut Ctx<'_>) {
             );
         }
     }
+}
+
+fn clock_advance_and_read(c: &mut Ctx<'_>) {
+    let pv = c.pv;
     // HAR-8: a virtual clock moves by exactly what is asked; a real one says NOT_SUPPORTED.
     let t0 = pv.harness_clock_read().unwrap_or(0);
     match pv.harness_clock_advance(0) {
