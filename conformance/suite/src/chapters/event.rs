@@ -849,7 +849,7 @@ fn atomic_bit_updates(c: &mut Ctx<'_>) {
 /// The store node the EVENT and HARNESS cases write under.
 const STORE_TOP: &[u8] = b"conformance";
 
-/// Whether the store node [`STORE_TOP`] exists now (`None` if that cannot be told).
+/// Whether the store node `conformance` (the EVENT and HARNESS cases write under it) exists now (`None` if that cannot be told).
 pub fn store_top_exists(c: &mut Ctx<'_>) -> Option<bool> {
     let path = c.buf(STORE_TOP.len(), 1)?;
     path.copy_from_slice(STORE_TOP);
@@ -860,7 +860,7 @@ pub fn store_top_exists(c: &mut Ctx<'_>) -> Option<bool> {
     }
 }
 
-/// Removes [`STORE_TOP`] if it did not exist before the case (`existed`), so the case
+/// Removes the store node `conformance` if it did not exist before the case (`existed`), so the case
 /// leaves the store as it found it.
 pub fn remove_store_top(c: &mut Ctx<'_>, existed: Option<bool>) {
     if existed != Some(false) {

@@ -932,7 +932,6 @@ fn clock_advance_and_read(c: &mut Ctx<'_>) {
         );
     }
     w.finish(c);
-    let _ = t1;
 }
 
 fn grant_access(c: &mut Ctx<'_>) {
