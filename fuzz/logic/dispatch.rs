@@ -100,6 +100,12 @@ enum Origin {
     Ring,
 }
 
+thread_local! {
+    /// When set, counts each call id's results (successes, failures) as [`Model`] sees them.
+    pub static STATS: std::cell::RefCell<Option<BTreeMap<u64, (u64, u64)>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// The host-state model.
 struct Model {
     vcpus: u32,
@@ -124,6 +130,16 @@ impl Model {
     /// Checks one recorded call and updates the model.
     fn apply(&mut self, rec: &Rec, origin: Origin) {
         let what = format!("{origin:?} call {:#x} {:x?}", rec.regs.rax, rec.regs.args);
+        STATS.with(|s| {
+            if let Some(m) = s.borrow_mut().as_mut() {
+                let e = m.entry(rec.regs.rax).or_default();
+                if rec.ok() {
+                    e.0 += 1;
+                } else {
+                    e.1 += 1;
+                }
+            }
+        });
         let Some(r) = rec.ret() else {
             return;
         };
@@ -165,6 +181,7 @@ impl Model {
         if ok {
             self.remember(r.value);
         }
+
         let valid_port = |p: u64| p != 0 && p < NUM_PORTS as u64;
         let is = |x: CallId| id == x.0 as u64;
         if is(call::EVENT_REGISTER_PAGE) && ok {

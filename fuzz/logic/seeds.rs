@@ -113,7 +113,8 @@ pub fn dispatch() -> Vec<Vec<u8>> {
     // Ring: header and a request, registration, doorbell.
     let mut e = Enc::default();
     e.u8(0x00).u8(0);
-    e.u8(6).u8(3).u8(0).u8(2).u8(0).u8(1).u8(0).u8(1);
+    // Ring at page 2, order 0, magic, req_prod 1, cmp_cons 0, one request.
+    e.u8(6).u8(3).u8(2).u8(0).u8(0).u8(1).u8(0).u8(1);
     e.u8(idx(call::BASE_GET_VCPU_COUNT));
     for _ in 0..6 {
         e.u8(0).u8(0);
