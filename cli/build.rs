@@ -9,7 +9,13 @@ fn main() {
     );
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let guest = manifest.join("..").join("benches").join("guest");
-    match pvabi_image_build::GuestBuild::new(guest, out.join("bench-guest")).build() {
+    // The linker script by this checkout's path (not the one compiled into the build helper,
+    // which names the checkout it was first built from when target directories are shared).
+    let script = manifest.join("..").join("guest-images").join("link.ld");
+    match pvabi_image_build::GuestBuild::new(guest, out.join("bench-guest"))
+        .linker_script(script)
+        .build()
+    {
         Ok(elf) => {
             println!("cargo:rustc-env=PVABI_BENCH_GUEST_ELF={}", elf.display());
             println!("cargo:rustc-env=PVABI_BENCH_GUEST_ERROR=");

@@ -24,8 +24,10 @@
 //! QEMU boots a 32-bit protected-mode multiboot image (the "a.out kludge" header, so QEMU's
 //! own `-kernel` loader takes it) that this module assembles at run time: it writes `S` to
 //! COM1, then runs rounds of `out dx, eax` to an unassigned port, each round timed with
-//! `rdtsc` and sent as 8 raw bytes on COM1, and exits through `isa-debug-exit`. The pvabi
-//! peer guest is a long-mode image in the execution mode of the run. QEMU runs with
+//! `rdtsc` and sent as 8 raw bytes on COM1, and exits through `isa-debug-exit`. With `--pv`
+//! it first drops to ring 3 with IOPL 3 (its own GDT, `iret`), as the pvabi guest runs in PV
+//! ring 3; otherwise it stays in ring 0. The pvabi peer guest is a long-mode image in the
+//! execution mode of the run. QEMU runs with
 //! `-accel kvm` when that works on this machine, else with TCG, and says which. The machine
 //! is `microvm` (qboot firmware), QEMU's fastest-starting x86 machine: with `pc` SeaBIOS
 //! runs first, which on a nested host where ring-0 code is emulated takes seconds.
@@ -48,6 +50,10 @@ const GUEST_ERROR: &str = env!("PVABI_BENCH_GUEST_ERROR");
 const QEMU_NULL_PORT: u16 = 0x05F0;
 /// `isa-debug-exit` port of the QEMU peer.
 const QEMU_EXIT_PORT: u16 = 0xF4;
+/// How long a QEMU probe (one round of one exit) may take.
+const PROBE_LIMIT: Duration = Duration::from_secs(5);
+/// How long a QEMU peer run may take.
+const RUN_LIMIT: Duration = Duration::from_secs(30);
 
 /// Options of `pvabi bench`.
 #[derive(Clone, Debug, Default)]
@@ -90,9 +96,9 @@ impl Plan {
             }
         } else {
             Self {
-                rounds: 15,
+                rounds: 31,
                 n: 200,
-                starts: 7,
+                starts: 11,
                 peer_rounds: 5,
                 peer_n: 400,
                 mock_n: 200_000,
@@ -152,6 +158,9 @@ struct QemuReport {
     accel: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     guest: Option<String>,
+    /// Why the peer runs in another mode or accelerator than asked, if it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fallback: Option<String>,
     ratios: Vec<PeerRatio>,
     figures: Vec<Figure>,
 }
@@ -326,7 +335,7 @@ fn measure(
     started: Instant,
 ) -> Result<BenchReport, String> {
     let mname = mode_name(mode).to_string();
-    let qemu = Qemu::find();
+    let qemu = Qemu::find(mode == pvabi_kvm::Mode::PvRing3);
     if let Err(why) = &qemu {
         eprintln!();
         eprintln!("!!! pvabi bench: QEMU peer SKIPPED: {why}");
@@ -344,14 +353,17 @@ fn measure(
     let mut tsc_khz = 0;
     let peer_cmd = format!("peer rounds={} n={}", plan.peer_rounds, plan.peer_n);
     for _ in 0..plan.starts {
-        let out = run_vm(elf, mode, "start")?;
+        let (out, _) = run_vm(elf, mode, "start")?;
         let t = out
             .first_call
             .ok_or("the bench guest made no call in start mode")?;
         first_call.push(t.as_secs_f64() * 1e9);
         tsc_khz = out.tsc_khz;
 
-        let (t, text) = spawn_first_output(pvabi_run_command(elf, mode, &peer_cmd)?)?;
+        let (t, text) = spawn_first_output(
+            pvabi_run_command(elf, mode, &peer_cmd)?,
+            Duration::from_secs(60),
+        )?;
         pvabi_first_out.push(t.as_secs_f64() * 1e9);
         pvabi_peer.extend(
             parse_guest(&String::from_utf8_lossy(&text), 1.0)
@@ -360,7 +372,7 @@ fn measure(
                 .map(|(_, ticks)| ticks),
         );
         if let Ok(q) = &qemu {
-            match q.run(plan.peer_rounds, plan.peer_n) {
+            match q.run(plan.peer_rounds, plan.peer_n, RUN_LIMIT) {
                 Ok((t, ticks)) => {
                     qemu_first_out.push(t.as_secs_f64() * 1e9);
                     qemu_peer_ticks.extend(ticks);
@@ -376,8 +388,8 @@ fn measure(
 
     // 2. The bench VM.
     let cmd = format!("bench rounds={} n={}", plan.rounds, plan.n);
-    let out = run_vm(elf, mode, &cmd)?;
-    let text = String::from_utf8_lossy(&out.console).into_owned();
+    let (out, console) = run_vm(elf, mode, &cmd)?;
+    let text = String::from_utf8_lossy(&console).into_owned();
     if let Some(l) = text.lines().find(|l| l.starts_with("pvabi-bench error")) {
         return Err(format!("bench guest: {l}"));
     }
@@ -494,11 +506,17 @@ fn measure(
             qr.binary = Some(q.binary.clone());
             qr.version = Some(q.version.clone());
             qr.accel = Some(q.accel.clone());
+            qr.fallback = q.note.clone();
+            let ring = if q.ring3 { "ring3 (IOPL 3)" } else { "ring0" };
             qr.guest = Some(format!(
-                "32-bit protected mode multiboot image via QEMU's -kernel loader (machine microvm), \
-                 ring 0, `out dx, eax` to port {QEMU_NULL_PORT:#x}"
+                "32-bit protected mode multiboot image via QEMU's -kernel loader (machine \
+                 microvm), {ring}, `out dx, eax` to port {QEMU_NULL_PORT:#x}"
             ));
-            let qmode = format!("qemu {} ring0 32-bit", q.accel);
+            let qmode = format!(
+                "qemu {} {} 32-bit",
+                q.accel,
+                if q.ring3 { "ring3" } else { "ring0" }
+            );
             let qexit: Vec<f64> = qemu_peer_ticks
                 .iter()
                 .map(|t| *t as f64 * ns_per_tick / plan.peer_n as f64)
@@ -576,34 +594,37 @@ fn measure(
     })
 }
 
-/// Runs the bench guest in this process with `cmdline`, console captured.
+/// Runs the bench guest in this process with `cmdline`; returns how it ended and all its
+/// console output (`RunOutput::console` keeps only the most recent 64 KiB).
 fn run_vm(
     elf: &Path,
     mode: pvabi_kvm::Mode,
     cmdline: &str,
-) -> Result<pvabi_kvm::RunOutput, String> {
+) -> Result<(pvabi_kvm::RunOutput, Vec<u8>), String> {
+    let capture = Arc::new(Mutex::new(Vec::new()));
     let cfg = pvabi_kvm::RunConfig {
         vcpus: 1,
         mem_mib: 16,
         cmdline: cmdline.to_string(),
         mode,
-        console: pvabi_kvm::ConsoleSink::Capture(Arc::new(Mutex::new(Vec::new()))),
+        console: pvabi_kvm::ConsoleSink::Capture(capture.clone()),
         watchdog: Some(Duration::from_secs(30)),
         ..pvabi_kvm::RunConfig::default()
     };
     let out = pvabi_kvm::run(elf, &cfg).map_err(|e| format!("bench VM ({cmdline}): {e}"))?;
+    let console = std::mem::take(&mut *capture.lock().unwrap_or_else(|e| e.into_inner()));
     if out.status.code != 0 {
         return Err(format!(
             "bench guest ({cmdline}) powered off with {}: {}",
             out.status.code,
-            String::from_utf8_lossy(&out.console)
+            String::from_utf8_lossy(&console)
                 .lines()
                 .filter(|l| l.starts_with("pvabi-bench error"))
                 .collect::<Vec<_>>()
                 .join("; ")
         ));
     }
-    Ok(out)
+    Ok((out, console))
 }
 
 fn pvabi_run_command(elf: &Path, mode: pvabi_kvm::Mode, cmdline: &str) -> Result<Command, String> {
@@ -624,36 +645,58 @@ fn pvabi_run_command(elf: &Path, mode: pvabi_kvm::Mode, cmdline: &str) -> Result
 }
 
 /// Spawns `cmd` and returns the time from the spawn to the first byte on its standard output,
-/// and everything it wrote there.
-fn spawn_first_output(mut cmd: Command) -> Result<(Duration, Vec<u8>), String> {
+/// and everything it wrote there; a child still running after `limit` is killed (an error).
+fn spawn_first_output(mut cmd: Command, limit: Duration) -> Result<(Duration, Vec<u8>), String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let t0 = Instant::now();
     let mut child = cmd.spawn().map_err(|e| format!("spawn {cmd:?}: {e}"))?;
     let mut stdout = child.stdout.take().ok_or("no stdout pipe")?;
-    let mut first = [0u8; 1];
-    let got = stdout.read(&mut first);
-    let t = t0.elapsed();
-    let mut rest = Vec::new();
-    let _ = stdout.read_to_end(&mut rest);
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = e.read_to_string(&mut err);
+    let mut stderr = child.stderr.take().ok_or("no stderr pipe")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut first = [0u8; 1];
+        let got = stdout.read(&mut first);
+        let t = t0.elapsed();
+        let mut all = Vec::new();
+        if matches!(got, Ok(1)) {
+            all.push(first[0]);
+            let _ = stdout.read_to_end(&mut all);
+        }
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        let _ = tx.send((t, all, err));
+    });
+    let got = rx.recv_timeout(limit);
+    let timed_out = got.is_err();
+    if timed_out {
+        // Ours, still running: end it; its pipes close and the reader finishes.
+        let _ = child.kill();
     }
     let status = child.wait().map_err(|e| format!("wait: {e}"))?;
-    match got {
-        Ok(1) => {
-            let mut all = first.to_vec();
-            all.extend(rest);
-            Ok((t, all))
-        }
-        _ => Err(format!(
+    let (t, all, err) = match got {
+        Ok(r) => r,
+        Err(_) => rx
+            .recv_timeout(Duration::from_secs(5))
+            .map_err(|_| format!("{:?} hung and its output did not close", cmd.get_program()))?,
+    };
+    let _ = reader.join();
+    if timed_out {
+        return Err(format!(
+            "{:?} did not finish within {limit:?} (killed; it wrote {} bytes)",
+            cmd.get_program(),
+            all.len()
+        ));
+    }
+    if all.is_empty() {
+        return Err(format!(
             "{:?} wrote nothing ({status}): {}",
             cmd.get_program(),
             err.trim()
-        )),
+        ));
     }
+    Ok((t, all))
 }
 
 /// The mock's in-process gate and a plain function call, ns per call, interleaved rounds.
@@ -696,13 +739,17 @@ fn mock_calls(plan: Plan) -> Result<(Vec<f64>, Vec<f64>), String> {
 /// QEMU, found on this machine.
 struct Qemu {
     binary: String,
+    /// The peer guest drops to ring 3 (IOPL 3) first.
+    ring3: bool,
+    /// Why the peer runs other than asked (ring 0 for ring 3, TCG for KVM).
+    note: Option<String>,
     version: String,
     accel: String,
     image: PathBuf,
 }
 
 impl Qemu {
-    fn find() -> Result<Self, String> {
+    fn find(ring3: bool) -> Result<Self, String> {
         let binary = "qemu-system-x86_64".to_string();
         let v = Command::new(&binary)
             .arg("--version")
@@ -717,28 +764,55 @@ impl Qemu {
             std::env::temp_dir().join(format!("pvabi-bench-qemu-{}.bin", std::process::id()));
         let mut q = Self {
             binary,
+            ring3,
+            note: None,
             version,
             accel: "kvm".into(),
             image,
         };
-        std::fs::write(&q.image, peer_image(1, 1))
-            .map_err(|e| format!("cannot write {}: {e}", q.image.display()))?;
-        if let Err(kvm_err) = q.run(1, 1) {
-            eprintln!(
-                "!!! pvabi bench: QEMU with -accel kvm does not work here ({kvm_err}); trying TCG"
-            );
-            q.accel = "tcg".into();
-            q.run(1, 1)
-                .map_err(|e| format!("QEMU runs neither with KVM ({kvm_err}) nor TCG ({e})"))?;
+        // KVM in the requested ring first; a ring-3 peer falls back to ring 0 under KVM before
+        // TCG (TCG times are no comparison for exits at all, and say so).
+        let mut tries = vec![("kvm", ring3)];
+        if ring3 {
+            tries.push(("kvm", false));
         }
-        Ok(q)
+        tries.push(("tcg", ring3));
+        let mut failures = Vec::new();
+        for (accel, r3) in tries {
+            q.accel = accel.into();
+            q.ring3 = r3;
+            match q.run(1, 1, PROBE_LIMIT) {
+                Ok(_) => {
+                    if !failures.is_empty() {
+                        q.note = Some(failures.join("; "));
+                        eprintln!(
+                            "!!! pvabi bench: QEMU peer runs with -accel {accel} in {}: {}",
+                            if r3 { "ring 3" } else { "ring 0" },
+                            failures.join("; ")
+                        );
+                    }
+                    return Ok(q);
+                }
+                Err(e) => failures.push(format!(
+                    "-accel {accel} {} failed: {e}",
+                    if r3 { "ring 3" } else { "ring 0" }
+                )),
+            }
+        }
+        Err(format!(
+            "QEMU does not run the peer: {}",
+            failures.join("; ")
+        ))
     }
 
     /// Boots the peer image; returns the time to its first output and its per-round ticks.
-    fn run(&self, rounds: u64, n: u64) -> Result<(Duration, Vec<u64>), String> {
+    fn run(&self, rounds: u64, n: u64, limit: Duration) -> Result<(Duration, Vec<u64>), String> {
         // One more round than reported: the first warms up, as in the pvabi peer.
-        std::fs::write(&self.image, peer_image(rounds as u32 + 1, n as u32))
-            .map_err(|e| format!("cannot write {}: {e}", self.image.display()))?;
+        std::fs::write(
+            &self.image,
+            peer_image(rounds as u32 + 1, n as u32, self.ring3),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", self.image.display()))?;
         let mut c = Command::new(&self.binary);
         c.args(["-accel", &self.accel])
             .args([
@@ -756,7 +830,7 @@ impl Qemu {
             ))
             .arg("-kernel")
             .arg(&self.image);
-        let (t, out) = spawn_first_output(c)?;
+        let (t, out) = spawn_first_output(c, limit)?;
         if out.first() != Some(&b'S') {
             return Err(format!("unexpected first output {:?}", out.first()));
         }
@@ -792,8 +866,16 @@ impl Drop for Qemu {
 /// mode, ring 0. It writes `S` to COM1, runs `rounds` rounds of `n` `out dx, eax` to
 /// [`QEMU_NULL_PORT`] with `rdtsc` around each, sends each round's ticks as 8 little-endian
 /// bytes to COM1, and exits through `isa-debug-exit`.
-fn peer_image(rounds: u32, n: u32) -> Vec<u8> {
+///
+/// With `ring3` it first loads a GDT of its own and drops to ring 3 with IOPL 3 (`iret`), so
+/// its `out` instructions still reach QEMU, as the pvabi guest does in PV ring 3.
+fn peer_image(rounds: u32, n: u32, ring3: bool) -> Vec<u8> {
     const LOAD: u32 = 0x10_0000;
+    /// Where the GDT pointer and the GDT sit in the image.
+    const GDTR: u32 = LOAD + 0x1F0;
+    const GDT: u32 = LOAD + 0x200;
+    /// Ring-3 stack top (in RAM, below the image).
+    const STACK: u32 = 0x9_0000;
     const MAGIC: u32 = 0x1BAD_B002;
     const FLAGS: u32 = 1 << 16;
     let mut img = Vec::new();
@@ -813,6 +895,22 @@ fn peer_image(rounds: u32, n: u32) -> Vec<u8> {
     let mut code: Vec<u8> = Vec::new();
     code.extend([0x66, 0xBA, com1[0], com1[1]]); // mov dx, 0x3f8
     code.extend([0xB0, b'S', 0xEE]); // mov al, 'S'; out dx, al
+    if ring3 {
+        code.extend([0x0F, 0x01, 0x15]); // lgdt [GDTR]
+        code.extend(GDTR.to_le_bytes());
+        code.push(0xBC); // mov esp, STACK
+        code.extend(STACK.to_le_bytes());
+        code.extend([0x6A, 0x23]); // push user data selector (SS)
+        code.push(0x68); // push ESP
+        code.extend(STACK.to_le_bytes());
+        code.push(0x68); // push EFLAGS: IOPL 3, IF 0
+        code.extend(0x3002u32.to_le_bytes());
+        code.extend([0x6A, 0x1B]); // push user code selector (CS)
+        let user_entry = LOAD + 32 + code.len() as u32 + 6;
+        code.push(0x68); // push EIP: right after the iret
+        code.extend(user_entry.to_le_bytes());
+        code.push(0xCF); // iret
+    }
     code.push(0xBF); // mov edi, rounds
     code.extend(rounds.to_le_bytes());
     let round = code.len();
@@ -839,8 +937,24 @@ fn peer_image(rounds: u32, n: u32) -> Vec<u8> {
     code.extend((rel as i32).to_le_bytes());
     let e = QEMU_EXIT_PORT.to_le_bytes();
     code.extend([0x66, 0xBA, e[0], e[1], 0x31, 0xC0, 0xEF]); // mov dx, 0xf4; xor eax, eax; out
-    code.extend([0xF4, 0xEB, 0xFD]); // hlt; jmp hlt
+                                                             // hlt (ring 0) or a plain loop (ring 3, where hlt faults); never reached, QEMU has exited.
+    code.extend([0xF4, 0xEB, 0xFD]);
     img.extend(code);
+    if ring3 {
+        img.resize((GDTR - LOAD) as usize, 0);
+        img.extend((5u16 * 8 - 1).to_le_bytes());
+        img.extend(GDT.to_le_bytes());
+        img.resize((GDT - LOAD) as usize, 0);
+        for d in [
+            0u64,
+            0x00CF_9A00_0000_FFFF, // 0x08: code, DPL 0
+            0x00CF_9200_0000_FFFF, // 0x10: data, DPL 0
+            0x00CF_FA00_0000_FFFF, // 0x18: code, DPL 3
+            0x00CF_F200_0000_FFFF, // 0x20: data, DPL 3
+        ] {
+            img.extend(d.to_le_bytes());
+        }
+    }
     img
 }
 
@@ -877,6 +991,9 @@ fn print_report(r: &BenchReport) {
             r.qemu.accel.as_deref().unwrap_or("?"),
             r.qemu.guest.as_deref().unwrap_or("")
         );
+        if let Some(f) = &r.qemu.fallback {
+            println!("QEMU peer fallback: {f}");
+        }
         for p in &r.qemu.ratios {
             println!(
                 "pvabi/QEMU {:<22} {:>10} / {:>10} = {:.3}  (target <= {}: {})",
@@ -936,7 +1053,7 @@ mod tests {
 
     #[test]
     fn peer_image_has_a_valid_multiboot_header_and_a_closed_loop() {
-        let img = peer_image(3, 7);
+        let img = peer_image(3, 7, false);
         let w = |i: usize| u32::from_le_bytes([img[i], img[i + 1], img[i + 2], img[i + 3]]);
         assert_eq!(w(0), 0x1BAD_B002);
         assert_eq!(w(0).wrapping_add(w(4)).wrapping_add(w(8)), 0);
@@ -949,5 +1066,18 @@ mod tests {
         let rel = i32::from_le_bytes([img[jnz + 2], img[jnz + 3], img[jnz + 4], img[jnz + 5]]);
         let target = (jnz as i64 + 6 + i64::from(rel)) as usize;
         assert_eq!(&img[target..target + 2], &[0x0F, 0x31]);
+    }
+
+    #[test]
+    fn ring3_peer_irets_to_its_own_user_segments() {
+        let img = peer_image(1, 1, true);
+        // The pushed EIP is the instruction right after the iret.
+        let iret = img.iter().position(|b| *b == 0xCF).unwrap();
+        let eip = u32::from_le_bytes([img[iret - 4], img[iret - 3], img[iret - 2], img[iret - 1]]);
+        assert_eq!(eip as usize, 0x10_0000 + iret + 1);
+        // The GDT has a DPL-3 code segment at selector 0x18.
+        let d = u64::from_le_bytes(img[0x218..0x220].try_into().unwrap());
+        assert_eq!((d >> 45) & 3, 3);
+        assert_eq!(img[0x1F0], 39);
     }
 }
