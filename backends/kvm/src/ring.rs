@@ -21,7 +21,7 @@
 //! records a successful BASE.RING_REGISTER and removes the record on BASE.RING_UNREGISTER
 //! before the guest sees the call return, under the lock the poller holds while writing.
 
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,9 @@ use pvabi_host::Vm;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::vmm::Core;
+
+/// [`RingPoller::ring_gpa`] without a ring.
+const NO_RING: u64 = u64::MAX;
 
 /// How many empty polls pass between two looks at the clock.
 const CLOCK_EVERY: u32 = 64;
@@ -40,6 +43,9 @@ const CLOCK_EVERY: u32 = 64;
 pub(crate) struct RingPoller {
     /// Guest-physical address of the registered ring's header, if one is registered.
     ring: Mutex<Option<u64>>,
+    /// The same address for lock-free reads ([`NO_RING`] for none): the poll loop only reads
+    /// guest memory through it, which is harmless even for a ring just unregistered.
+    ring_gpa: AtomicU64,
     /// The doorbell: the ioeventfd of the doorbell port, or signalled by a vCPU thread.
     doorbell: EventFd,
     /// Whether `doorbell` is registered with KVM as the port's ioeventfd.
@@ -63,6 +69,7 @@ impl RingPoller {
         let in_kernel = register(&doorbell);
         Ok(Self {
             ring: Mutex::new(None),
+            ring_gpa: AtomicU64::new(NO_RING),
             doorbell,
             in_kernel,
             period,
@@ -75,13 +82,17 @@ impl RingPoller {
 
     /// Records a successful BASE.RING_REGISTER of the ring at `gpa`.
     pub(crate) fn registered(&self, gpa: u64) {
-        *self.ring() = Some(gpa);
+        let mut r = self.ring();
+        *r = Some(gpa);
+        self.ring_gpa.store(gpa, Ordering::SeqCst);
     }
 
     /// Records a successful BASE.RING_UNREGISTER; after this returns the poller does not
     /// write into the old ring any more.
     pub(crate) fn unregistered(&self) {
-        *self.ring() = None;
+        let mut r = self.ring();
+        *r = None;
+        self.ring_gpa.store(NO_RING, Ordering::SeqCst);
     }
 
     /// Wakes the poller (a doorbell the vCPU thread saw, or the VM stopping).
@@ -105,7 +116,10 @@ impl RingPoller {
 
     /// The registered ring's `req_prod`, if a ring is registered and the word readable.
     fn req_prod(&self, vm: &Vm) -> Option<u32> {
-        let gpa = (*self.ring())?;
+        let gpa = self.ring_gpa.load(Ordering::Acquire);
+        if gpa == NO_RING {
+            return None;
+        }
         vm.ram()
             .load_u32(gpa + RingHeader::REQ_PROD as u64, Ordering::Acquire)
             .ok()
@@ -120,24 +134,25 @@ impl RingPoller {
         self.set_polling(vm, true);
         fence(Ordering::SeqCst);
         let mut last = Instant::now();
+        // Polls since the last work.
         let mut idle = 0u32;
         let mut seen = None;
-        let mut busy = true;
         while !core.stopping() {
-            // Serve the ring when `req_prod` moved, after work (there may be more: a full
-            // completion ring holds requests back) and every CLOCK_EVERY idle polls; else
-            // an idle poll is one lock-free load that writes nothing the guest reads.
+            // Serve the ring when `req_prod` moved, and every CLOCK_EVERY polls anyway (a
+            // full completion ring or the one-ring's-worth limit may have held requests
+            // back); otherwise a poll is one lock-free load that writes nothing the guest
+            // reads.
             let prod = self.req_prod(vm);
-            if busy || prod != seen || prod.is_none() || idle % CLOCK_EVERY == 0 {
+            idle = idle.wrapping_add(1);
+            if prod != seen || prod.is_none() || idle % CLOCK_EVERY == 0 {
                 seen = prod;
-                busy = vm.process_ring() > 0;
-                if busy {
+                if vm.process_ring() > 0 {
                     idle = 0;
                     continue;
                 }
             }
-            idle += 1;
             if idle % CLOCK_EVERY == 0 {
+                std::hint::spin_loop();
                 let now = Instant::now();
                 if idle == CLOCK_EVERY {
                     // The first clock look after work: the idle period starts here.
@@ -146,7 +161,6 @@ impl RingPoller {
                     break;
                 }
             }
-            std::hint::spin_loop();
         }
         self.set_polling(vm, false);
         fence(Ordering::SeqCst);
