@@ -481,8 +481,10 @@ impl Inner {
     }
 
     fn record(&self, vcpu: u32, regs: &Regs, outcome: Outcome, injected: bool) {
-        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
+        // The number is taken under the trace lock, so the trace stays in sequence order
+        // when vCPUs finish calls at the same time.
         let mut t = lock(&self.trace);
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
         if t.len() >= TRACE_LIMIT {
             t.pop_front();
         }
