@@ -18,6 +18,7 @@ pub fn records_from_host(records: Vec<HostRecord>) -> SuiteRun {
                 run.finished = true;
                 continue;
             }
+            _ if run.finished => continue,
             other => {
                 run.problems.push(format!(
                     "record {} has an unknown outcome {other:?}",
@@ -27,8 +28,8 @@ pub fn records_from_host(records: Vec<HostRecord>) -> SuiteRun {
             }
         };
         if run.finished {
-            run.problems
-                .push(format!("record {} arrived after the END record", r.name));
+            // Spec HAR-12: records after the first END record are ignored.
+            continue;
         }
         run.cases.push(CaseRecord {
             name: r.name,
@@ -104,5 +105,37 @@ pub fn judge_terminal(
         detail: verdict
             .err()
             .unwrap_or_else(|| "observed by the host".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, outcome: Outcome) -> HostRecord {
+        HostRecord {
+            outcome,
+            clauses: vec!["A-1".into()],
+            name: name.into(),
+            detail: String::new(),
+            vcpu: 0,
+        }
+    }
+
+    #[test]
+    fn records_after_end_are_ignored_and_end_marks_completion() {
+        let run = records_from_host(vec![
+            rec("a", Outcome::PASSED),
+            rec("", Outcome::END),
+            rec("late", Outcome::FAILED),
+            rec("odd", Outcome(77)),
+        ]);
+        assert!(run.finished);
+        assert_eq!(run.cases.len(), 1);
+        assert_eq!(run.cases[0].name, "a");
+        assert!(run.problems.is_empty(), "{:?}", run.problems);
+        let unfinished = records_from_host(vec![rec("a", Outcome::PASSED), rec("b", Outcome(9))]);
+        assert!(!unfinished.finished);
+        assert_eq!(unfinished.problems.len(), 1);
     }
 }
