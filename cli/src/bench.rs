@@ -187,6 +187,19 @@ struct Machine {
     kernel: String,
     kvm_module: String,
     cpu_model: String,
+    /// `/proc/loadavg` when the run started and when it ended: these machines are shared,
+    /// and polling figures (the ring) suffer most when other work takes the CPUs.
+    loadavg_start: String,
+    loadavg_end: String,
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn machine() -> Machine {
@@ -211,6 +224,8 @@ fn machine() -> Machine {
         kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
         kvm_module,
         cpu_model,
+        loadavg_start: String::new(),
+        loadavg_end: loadavg(),
     }
 }
 
@@ -335,6 +350,7 @@ fn measure(
     started: Instant,
 ) -> Result<BenchReport, String> {
     let mname = mode_name(mode).to_string();
+    let load_at_start = loadavg();
     let qemu = Qemu::find(mode == pvabi_kvm::Mode::PvRing3);
     if let Err(why) = &qemu {
         eprintln!();
@@ -575,9 +591,11 @@ fn measure(
         }
     }
 
+    let mut machine = machine();
+    machine.loadavg_start = load_at_start;
     Ok(BenchReport {
         format: 1,
-        machine: machine(),
+        machine,
         mode: mname,
         quick: opts.quick,
         plan,
@@ -960,8 +978,16 @@ fn peer_image(rounds: u32, n: u32, ring3: bool) -> Vec<u8> {
 
 fn print_report(r: &BenchReport) {
     println!(
-        "pvabi bench: {} | {} CPUs, kernel {}, modules {} | TSC {} kHz | ring doorbell: {}",
-        r.mode, r.machine.cpus, r.machine.kernel, r.machine.kvm_module, r.tsc_khz, r.ring_doorbell
+        "pvabi bench: {} | {} CPUs, kernel {}, modules {} | TSC {} kHz | ring doorbell: {} | \
+         load {} -> {}",
+        r.mode,
+        r.machine.cpus,
+        r.machine.kernel,
+        r.machine.kvm_module,
+        r.tsc_khz,
+        r.ring_doorbell,
+        r.machine.loadavg_start,
+        r.machine.loadavg_end
     );
     println!(
         "{:<24} {:<26} {:<12} {:>12} {:>10} {:>8}  target",
