@@ -150,6 +150,8 @@ pub struct Ctx<'a> {
     current: Option<&'static str>,
     /// Clauses a failed, attributed check blamed.
     blamed: [Option<&'static str>; MAX_BLAMED],
+    /// The clause ids the running case cites.
+    case_clauses: &'static str,
 }
 
 /// Most distinct clauses one case can blame separately.
@@ -193,7 +195,40 @@ impl<'a> Ctx<'a> {
             terminal: None,
             current: None,
             blamed: [None; MAX_BLAMED],
+            case_clauses: "",
         }
+    }
+
+    /// Records a failed expectation with its text. The failure is attributed to the current
+    /// clause ([`Ctx::clause`]); with none current, to the clause the text starts with when
+    /// that is one the case cites (`"STORE-11 a write ..."`); otherwise to every cited clause.
+    fn fail_note(&mut self, args: fmt::Arguments<'_>) {
+        let start = if self.detail_len > 0 {
+            self.detail_len + 2
+        } else {
+            0
+        };
+        self.note(args);
+        if self.current.is_none() {
+            let text = self.detail.get(start..self.detail_len).unwrap_or(&[]);
+            let word_end = text
+                .iter()
+                .position(|b| !(b.is_ascii_uppercase() || b.is_ascii_digit() || *b == b'-'))
+                .unwrap_or(text.len());
+            let word = text.get(..word_end).unwrap_or(&[]);
+            let cited = self
+                .case_clauses
+                .split(',')
+                .map(str::trim)
+                .find(|id| !id.is_empty() && id.as_bytes() == word);
+            if let Some(id) = cited {
+                self.current = Some(id);
+                self.fail();
+                self.current = None;
+                return;
+            }
+        }
+        self.fail();
     }
 
     /// Attributes the checks that follow to clause `id` (one of the case's cited clauses),
@@ -255,8 +290,7 @@ impl<'a> Ctx<'a> {
     pub fn check(&mut self, cond: bool, what: fmt::Arguments<'_>) -> bool {
         self.checks += 1;
         if !cond {
-            self.fail();
-            self.note(what);
+            self.fail_note(what);
         }
         cond
     }
@@ -267,8 +301,7 @@ impl<'a> Ctx<'a> {
         match r {
             Ok(v) => Some(v),
             Err(s) => {
-                self.fail();
-                self.note(format_args!("{what}: expected SUCCESS, got {s:?}"));
+                self.fail_note(format_args!("{what}: expected SUCCESS, got {s:?}"));
                 None
             }
         }
@@ -285,8 +318,7 @@ impl<'a> Ctx<'a> {
         match r {
             Err(s) if s == want => true,
             other => {
-                self.fail();
-                self.note(format_args!("{what}: expected {want:?}, got {other:?}"));
+                self.fail_note(format_args!("{what}: expected {want:?}, got {other:?}"));
                 false
             }
         }
@@ -298,8 +330,7 @@ impl<'a> Ctx<'a> {
         if ret.status == want {
             true
         } else {
-            self.fail();
-            self.note(format_args!(
+            self.fail_note(format_args!(
                 "{what}: expected {want:?}, got {:?} (value {:#x})",
                 ret.status, ret.value
             ));
@@ -525,6 +556,7 @@ pub fn run_suite(
     let mut shared = Shared::default();
     for case in all_cases().filter(|c| filter.is_none_or(|f| c.name.starts_with(f))) {
         let mut ctx = Ctx::new(pv, platform, &mut shared, arena);
+        ctx.case_clauses = case.clauses;
         (case.run)(&mut ctx);
         let outcome = ctx.outcome();
         if ctx.checks == 0 && !ctx.skipped {

@@ -119,17 +119,9 @@ fn snapshot(c: &Ctx<'_>) -> [pvabi::Ret; 5] {
 }
 
 fn answers_do_not_change(c: &mut Ctx<'_>) {
+    // Whether each function succeeds is BASE-1, BASE-3, BASE-4, BASE-7, BASE-9 and BASE-10;
+    // this case checks only that the answers stay the same.
     let first = snapshot(c);
-    for (i, r) in first.iter().enumerate() {
-        c.check(
-            r.status.is_success(),
-            format_args!(
-                "BASE function {} failed: {:?}",
-                [0, 1, 2, 4, 6][i],
-                r.status
-            ),
-        );
-    }
     // What discovery saw when the guest booted.
     let info = *c.pv.info();
     c.check(

@@ -658,6 +658,14 @@ fn seqlock_under_concurrent_updates(c: &mut Ctx<'_>) {
             "the reader saw the version change {changes} times during {updates} forced updates and never saw it odd: the host does not make the version odd while it writes the page"
         ),
     );
+    if bad == 0 && odd == 0 && changes < MANY_UPDATES && !real_clock {
+        // Neither a torn snapshot nor an odd version nor enough changes to conclude: the two
+        // vCPUs did not run at the same time often enough (a busy machine). Say so instead of
+        // passing a clause nothing showed.
+        c.skip(format_args!(
+            "inconclusive: the reader saw only {changes} version changes in {updates} forced updates (fewer than {MANY_UPDATES}) and no odd version; the vCPUs did not overlap enough"
+        ));
+    }
     let f = raw.fields();
     c.check(
         f.version & 1 == 0,
