@@ -128,7 +128,7 @@ fn backends(
         }
     }
     if all || which == Some(BackendArg::Xen) {
-        v.push(Box::new(conformance::XenBackend::default()));
+        v.push(Box::new(conformance::XenBackend));
     }
     v
 }
