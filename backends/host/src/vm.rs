@@ -1406,7 +1406,9 @@ impl Vm {
     fn shared_areas(st: &State) -> impl Iterator<Item = (u64, u64)> + '_ {
         let ev = st.event_page.map(|p| (p, PAGE_SIZE));
         let ring = st.ring.map(|r| (r.gpa, RingHeader::ring_bytes(r.order)));
-        let grant = st.grant.map(|(gpa, entries)| (gpa, entries * GrantEntry::SIZE as u64));
+        let grant = st
+            .grant
+            .map(|(gpa, entries)| (gpa, entries * GrantEntry::SIZE as u64));
         let crash = st.crash_buf;
         let per_vcpu = st.vcpus.iter().flat_map(|v| {
             [
