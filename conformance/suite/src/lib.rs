@@ -127,7 +127,7 @@ pub const DETAIL_CAP: usize = 1024;
 #[derive(Debug, Default)]
 pub struct Shared {
     /// Set once a case registered the event page (cases that need events call
-    /// [`Ctx::events`]).
+    /// `store::events`).
     pub events: Option<pvabi_guest::event::EventChannels>,
 }
 

@@ -2,7 +2,7 @@
 //! and in-process gates, the null port, registers across a call, and malformed calls that
 //! must come back as statuses.
 //!
-//! The cases cross the gate themselves ([`cross`]) instead of going through the shim, so that
+//! The cases cross the gate themselves (`cross`) instead of going through the shim, so that
 //! they see every register the host could disturb and can load values the shim never sends
 //! (RAX with bits above 31, sentinels in registers the convention does not use).
 

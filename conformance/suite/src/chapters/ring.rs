@@ -2,7 +2,7 @@
 //! ownership, calls through the ring, refused requests, the host's own counters, stalls and
 //! unregistration.
 //!
-//! The cases drive the ring by hand ([`Ring`]): they write requests, counters and the doorbell
+//! The cases drive the ring by hand (`Ring`): they write requests, counters and the doorbell
 //! themselves, so that they can also write what the shim never would. Running requests needs
 //! a doorbell (an `out` to the port the host returned) or a host that polls; an in-process
 //! guest has neither unless the host sets `host_polling`, and those cases are skipped there.

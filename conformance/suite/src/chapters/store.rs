@@ -6,7 +6,7 @@
 //! up, written again by the host as `READ_WRITE` before the guest removes them.
 //!
 //! This module also holds the small helpers the MEM, GNT, MC and SEC chapters share
-//! ([`Scratch`], [`events`], [`ram_top`], [`host_alive`]).
+//! (`Scratch`, `events`, `ram_top`, `host_alive`).
 
 use pvabi::call;
 use pvabi::discovery::Features;
