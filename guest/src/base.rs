@@ -45,6 +45,7 @@ pub fn is_scalar_call(id: CallId) -> bool {
 }
 
 /// Converts a host value that must fit 32 bits.
+#[inline(always)]
 pub(crate) fn to_u32(v: u64) -> Result<u32, Status> {
     u32::try_from(v).map_err(|_| Status::FAILED)
 }
@@ -55,10 +56,14 @@ impl Pvabi {
     /// # Errors
     ///
     /// The host's status; `FAILED` if the value has bits above 31.
+    #[inline]
     pub fn abi_version(&self) -> Result<AbiVersion, Status> {
-        self.call0(call::BASE_GET_ABI_VERSION)
-            .and_then(to_u32)
-            .map(AbiVersion::from_u32)
+        let v = self.call0(call::BASE_GET_ABI_VERSION)?;
+        if v >> 32 == 0 {
+            Ok(AbiVersion::from_u32(v as u32))
+        } else {
+            Err(Status::FAILED)
+        }
     }
 
     /// BASE.GET_BACKEND_ID (`BASE-3`).
@@ -66,6 +71,7 @@ impl Pvabi {
     /// # Errors
     ///
     /// The host's status; `FAILED` if the value has bits above 31.
+    #[inline]
     pub fn backend_id(&self) -> Result<u32, Status> {
         self.call0(call::BASE_GET_BACKEND_ID).and_then(to_u32)
     }
@@ -75,6 +81,7 @@ impl Pvabi {
     /// # Errors
     ///
     /// The host's status.
+    #[inline]
     pub fn backend_version(&self) -> Result<u64, Status> {
         self.call0(call::BASE_GET_BACKEND_VERSION)
     }
@@ -85,6 +92,7 @@ impl Pvabi {
     ///
     /// The host's status; `FAILED` if the count exceeds 0xFFFF (a service has at most
     /// 65 536 function numbers, so such a count cannot be right).
+    #[inline]
     pub fn probe_service(&self, svc: ServiceId) -> Result<u16, Status> {
         self.call1(call::BASE_PROBE_SERVICE, u64::from(svc.0))
             .and_then(|v| u16::try_from(v).map_err(|_| Status::FAILED))
@@ -95,6 +103,7 @@ impl Pvabi {
     /// # Errors
     ///
     /// The host's status.
+    #[inline]
     pub fn get_features(&self) -> Result<Features, Status> {
         self.call0(call::BASE_GET_FEATURES)
             .map(Features::from_bits_retain)
@@ -105,6 +114,7 @@ impl Pvabi {
     /// # Errors
     ///
     /// The host's status; `FAILED` if the id is not below the vCPU count.
+    #[inline]
     pub fn vcpu_id(&self) -> Result<u32, Status> {
         let v = self.call0(call::BASE_GET_VCPU_ID).and_then(to_u32)?;
         if v < self.info().vcpu_count {
@@ -119,6 +129,7 @@ impl Pvabi {
     /// # Errors
     ///
     /// The host's status; `FAILED` if the count is 0 or above `MAX_VCPUS`.
+    #[inline]
     pub fn vcpu_count(&self) -> Result<u32, Status> {
         let v = self.call0(call::BASE_GET_VCPU_COUNT).and_then(to_u32)?;
         if v == 0 || v > pvabi::MAX_VCPUS {

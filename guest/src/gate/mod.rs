@@ -16,6 +16,13 @@
 //! declare them clobbered (`=> _`): the shim does not stake the guest's memory safety on the
 //! host keeping that promise, and the cost is a few register moves.
 //!
+//! ## The call path
+//! A wrapper's call through the I/O-port gate is inlined down to the `out`: the handle keeps
+//! the port in one word beside its gate, so a call is one comparison, the argument registers
+//! loaded straight from the wrapper's values (no register file in memory, no SSE stores), the
+//! `out`, and a status test on RAX. Every other gate (MMIO, `vmcall`, `vmmcall`, in-process,
+//! the ring) is one out-of-line call away.
+//!
 //! ## The in-process gate (`GATE-7`)
 //! A model host that runs guest code on its own threads (the mock) is entered through a plain
 //! function call: [`InProcessFn`] with a context word and a pointer to [`InProcessRegs`], the
@@ -91,21 +98,15 @@ impl InProcessGate {
         self.ctx
     }
 
-    fn call(&self, regs: &Regs) -> Ret {
-        let mut r = InProcessRegs {
-            rax: regs.rax,
-            args: regs.args,
-        };
+    fn call_raw(&self, rax: u64, args: [u64; 6]) -> (u64, u64) {
+        let mut r = InProcessRegs { rax, args };
         // SAFETY: `&mut r` is a valid, exclusive pointer to an `InProcessRegs` that lives
         // across the call and is not used through any other path until the call returns; the
         // struct invariant (from `InProcessGate::new`'s contract) makes calling `func` with
         // `ctx` and any register values sound.
         unsafe { (self.func)(self.ctx, &mut r) };
         let [value, ..] = r.args;
-        Ret {
-            status: Status::from_reg(r.rax),
-            value,
-        }
+        (r.rax, value)
     }
 }
 
@@ -246,43 +247,52 @@ impl RegisterGate {
     /// call and permits the access the call makes, or from a `'static` shared area whose
     /// fields are atomics. This is the crate's internal discipline that the public wrappers
     /// uphold; external callers use [`RegisterGate::call_unchecked`].
+    #[inline(always)]
     pub(crate) fn call(&self, regs: &Regs) -> Ret {
+        let (rax, rdi) = self.call_raw(regs.rax, regs.args);
+        Ret {
+            status: Status::from_reg(rax),
+            value: rdi,
+        }
+    }
+
+    /// Makes one call from raw entry registers and returns the raw RAX and RDI the host left
+    /// (same discipline as [`RegisterGate::call`]).
+    ///
+    /// The I/O-port gate is inlined into the caller: the arguments go straight into their
+    /// registers and the answer comes straight out of RAX and RDI, with no register file in
+    /// memory. Every other gate is one out-of-line call away.
+    #[inline(always)]
+    pub(crate) fn call_raw(&self, rax: u64, args: [u64; 6]) -> (u64, u64) {
+        let [a0, a1, a2, a3, a4, a5] = args;
         match self.0 {
-            Kind::InProcess(g) => g.call(regs),
-            Kind::IoPort(port) => {
-                let [a0, a1, a2, a3, a4, a5] = regs.args;
-                let mut rax = regs.rax;
-                let mut rdi = a0;
-                // SAFETY: the type invariant says `port` is the pvabi port of the hypervisor
-                // running us and `out` is permitted. `out dx, eax` traps to the host, which
-                // reads and writes only the registers of the convention (all listed here as
-                // operands or clobbers) and the guest memory the call's arguments name; by
-                // this function's contract such memory is borrowed by the caller for the
-                // call, and no `nomem`/`readonly` option lets the compiler cache it across
-                // the instruction. The instruction does not use the stack (`nostack`); flags
-                // are treated as clobbered (the default).
-                unsafe {
-                    asm!(
-                        "out dx, eax",
-                        inout("rax") rax,
-                        inout("rdi") rdi,
-                        inout("rsi") a1 => _,
-                        inout("r8") a2 => _,
-                        inout("r9") a3 => _,
-                        inout("r10") a4 => _,
-                        inout("r11") a5 => _,
-                        inout("rdx") u64::from(port) => _,
-                        options(nostack),
-                    );
-                }
-                Ret {
-                    status: Status::from_reg(rax),
-                    value: rdi,
-                }
-            }
+            // SAFETY: the type invariant says `port` is the pvabi port of the hypervisor
+            // running this code and that `out` is permitted, which is `port_call`'s contract.
+            Kind::IoPort(port) => unsafe { port_call(port, rax, a0, a1, a2, a3, a4, a5) },
+            _ => self.call_raw_other(rax, a0, a1, a2, a3, a4, a5),
+        }
+    }
+
+    /// [`RegisterGate::call_raw`] for every gate but the I/O-port gate, out of line so that
+    /// the port gate's call sites stay a few instructions long.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)] // the seven registers of the convention, in registers
+    fn call_raw_other(
+        &self,
+        rax: u64,
+        a0: u64,
+        a1: u64,
+        a2: u64,
+        a3: u64,
+        a4: u64,
+        a5: u64,
+    ) -> (u64, u64) {
+        match self.0 {
+            Kind::InProcess(g) => g.call_raw(rax, [a0, a1, a2, a3, a4, a5]),
+            // SAFETY: as in `call_raw`.
+            Kind::IoPort(port) => unsafe { port_call(port, rax, a0, a1, a2, a3, a4, a5) },
             Kind::Mmio(addr) => {
-                let [a0, a1, a2, a3, a4, a5] = regs.args;
-                let mut rax = regs.rax;
+                let mut rax = rax;
                 let mut rdi = a0;
                 // SAFETY: the type invariant says `addr` is 4-byte aligned and mapped to the
                 // host's MMIO gate page, so the 32-bit store traps to the host and writes no
@@ -303,14 +313,10 @@ impl RegisterGate {
                         options(nostack),
                     );
                 }
-                Ret {
-                    status: Status::from_reg(rax),
-                    value: rdi,
-                }
+                (rax, rdi)
             }
             Kind::Vmcall => {
-                let [a0, a1, a2, a3, a4, a5] = regs.args;
-                let mut rax = regs.rax;
+                let mut rax = rax;
                 let mut rdi = a0;
                 // SAFETY: the type invariant says a pvabi host intercepts `vmcall` here; it
                 // changes only the listed registers and memory the caller borrowed for the
@@ -329,14 +335,10 @@ impl RegisterGate {
                         options(nostack),
                     );
                 }
-                Ret {
-                    status: Status::from_reg(rax),
-                    value: rdi,
-                }
+                (rax, rdi)
             }
             Kind::Vmmcall => {
-                let [a0, a1, a2, a3, a4, a5] = regs.args;
-                let mut rax = regs.rax;
+                let mut rax = rax;
                 let mut rdi = a0;
                 // SAFETY: as for `vmcall`: a pvabi host intercepts `vmmcall` (type
                 // invariant), and only the listed registers and caller-borrowed memory change.
@@ -354,10 +356,7 @@ impl RegisterGate {
                         options(nostack),
                     );
                 }
-                Ret {
-                    status: Status::from_reg(rax),
-                    value: rdi,
-                }
+                (rax, rdi)
             }
         }
     }
@@ -392,9 +391,99 @@ impl RegisterGate {
     /// (and, for registrations, until unregistered), and that no live Rust reference
     /// conflicts with (a `&T` to memory the host writes, or any reference to memory the host
     /// keeps using after the call, unless the memory is atomics or `UnsafeCell`).
+    #[inline]
     pub unsafe fn call_unchecked(&self, call: CallId, args: [u64; 6]) -> Ret {
         self.call(&Regs::new(call, args))
     }
+}
+
+/// The port of an I/O-port register gate, or none, in one word that the call path tests with
+/// one comparison (no enum dispatch between a call and its `out`).
+///
+/// # Invariants
+///
+/// The word holds a value up to `0xFFFF` only if it is the port of a [`RegisterGate`] of the
+/// I/O-port kind (whose own invariant then holds for it); otherwise it is [`PortGate::NONE`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PortGate(u32);
+
+impl PortGate {
+    /// No I/O-port gate.
+    const NONE: u32 = 0x1_0000;
+
+    /// The port of `gate` when calls go straight through an I/O-port register gate.
+    pub(crate) fn of(gate: &crate::Gate) -> Self {
+        match gate {
+            crate::Gate::Register(RegisterGate(Kind::IoPort(port))) => Self(u32::from(*port)),
+            _ => Self(Self::NONE),
+        }
+    }
+}
+
+impl crate::Pvabi {
+    /// One call from raw entry registers through this handle's gate; returns the raw RAX and
+    /// RDI (same discipline as [`RegisterGate::call`]). The I/O-port gate is inlined down to
+    /// the `out`, with the arguments straight in their registers; other gates are one call
+    /// away.
+    #[inline(always)]
+    pub(crate) fn call_raw(&self, rax: u64, args: [u64; 6]) -> (u64, u64) {
+        let [a0, a1, a2, a3, a4, a5] = args;
+        match u16::try_from(self.port_gate.0) {
+            // SAFETY: `PortGate`'s invariant: a value that fits 16 bits is the port of an
+            // I/O-port `RegisterGate`, whose invariant is `port_call`'s contract on the port;
+            // the caller keeps the discipline on guest-physical arguments.
+            Ok(port) => unsafe { port_call(port, rax, a0, a1, a2, a3, a4, a5) },
+            Err(_) => self.gate.call_raw_slow(rax, a0, a1, a2, a3, a4, a5),
+        }
+    }
+}
+
+/// One call through the I/O-port gate: `out dx, eax` on `port` with the registers of `CONV-8`;
+/// returns the RAX (status) and RDI (value) the host left.
+///
+/// # Safety
+///
+/// `port` must be the pvabi gate port of the hypervisor running this code, the code must be
+/// allowed to execute `out` to it, and every guest-physical address among the arguments must
+/// name memory the host may access as the call defines, with no conflicting live Rust
+/// reference, for the duration of the call (the contract of [`RegisterGate::io_port`] and
+/// [`RegisterGate::call_unchecked`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the seven registers of the convention, in registers
+unsafe fn port_call(
+    port: u16,
+    rax: u64,
+    a0: u64,
+    a1: u64,
+    a2: u64,
+    a3: u64,
+    a4: u64,
+    a5: u64,
+) -> (u64, u64) {
+    let mut rax = rax;
+    let mut rdi = a0;
+    // SAFETY: by this function's contract `port` is the pvabi port of the hypervisor running
+    // us and `out` is permitted. `out dx, eax` traps to the host, which reads and writes only
+    // the registers of the convention (all listed here as operands or clobbers) and the guest
+    // memory the call's arguments name; by this function's contract such memory may be
+    // accessed for the call, and no `nomem`/`readonly` option lets the compiler cache it
+    // across the instruction. The instruction does not use the stack (`nostack`); flags are
+    // treated as clobbered (the default).
+    unsafe {
+        asm!(
+            "out dx, eax",
+            inout("rax") rax,
+            inout("rdi") rdi,
+            inout("rsi") a1 => _,
+            inout("r8") a2 => _,
+            inout("r9") a3 => _,
+            inout("r10") a4 => _,
+            inout("r11") a5 => _,
+            inout("rdx") u64::from(port) => _,
+            options(nostack),
+        );
+    }
+    (rax, rdi)
 }
 
 /// Reads the time-stamp counter.
@@ -417,6 +506,7 @@ impl crate::Pvabi {
     /// must name memory the host may access as the call defines, with no conflicting live
     /// Rust reference, for the duration of the call (or until unregistered); a code address
     /// (VCPU.START, EVENT.SET_UPCALL) must be a valid entry point for how the host enters it.
+    #[inline]
     pub unsafe fn call_unchecked(&self, id: CallId, args: [u64; 6]) -> Ret {
         self.call_ret(id, args)
     }
