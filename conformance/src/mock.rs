@@ -1,8 +1,16 @@
 //! Certifying the mock: the suite runs in-process, on a thread of the mock, through the
 //! in-process gate.
+//!
+//! The mock is certified in two configurations. The whole suite runs on a mock with every
+//! feature; then the cases that check a host *without* an optional feature
+//! ([`FEATURES_OFF_CASES`]: a function behind a clear feature bit answers NOT_SUPPORTED) run
+//! on a mock with [`FEATURES_OFF`] cleared, one mock per case. Their records are named with
+//! [`FEATURES_OFF_SUFFIX`] appended and merged into the same report, so that a clause such as
+//! `STORE-36` is decided by a run in which it applies rather than skipped.
 
 use std::time::Duration;
 
+use pvabi::Features;
 use pvabi_guest::{GuestArena, InProcessGate, PhysReader, Pvabi, Translate};
 use pvabi_mock::{BootCtx, Mock, MockConfig};
 
@@ -13,6 +21,27 @@ use crate::records::{judge_terminal, records_from_host, Observed};
 pub const MOCK_VCPUS: u32 = 4;
 /// How long a mock run may take before it is declared hung.
 pub const MOCK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The optional features the second configuration clears.
+pub const FEATURES_OFF: Features = Features::BALLOON
+    .union(Features::GRANT)
+    .union(Features::STORE_TXN)
+    .union(Features::MULTICALL)
+    .union(Features::RING_GATE);
+
+/// The cases that check how a host without [`FEATURES_OFF`] answers (they skip on a host
+/// that sets the feature): `STORE-36`, `MEM-7`, `GNT-8`, `MC-6`, and `RING-10`'s clear-bit
+/// half.
+pub const FEATURES_OFF_CASES: &[&str] = &[
+    "store::txn_feature_absent",
+    "memory::balloon_feature_absent",
+    "grant::feature_absent",
+    "multicall::feature_absent",
+    "ring::not_without_feature",
+];
+
+/// Appended to the name of every record of the features-off configuration.
+pub const FEATURES_OFF_SUFFIX: &str = " [features-off]";
 
 /// The mock backend, optionally deliberately broken through its fault configuration.
 #[derive(Clone, Debug, Default)]
@@ -103,9 +132,14 @@ fn guest_main(boot: BootCtx, job: Job) {
 
 impl MockBackend {
     fn new_mock(&self) -> Result<Mock, RunError> {
+        self.new_mock_with(MockConfig::default().features)
+    }
+
+    fn new_mock_with(&self, features: Features) -> Result<Mock, RunError> {
         let cfg = MockConfig {
             vcpus: MOCK_VCPUS,
             harness: true,
+            features,
             faults: self.faults.clone(),
             ..MockConfig::default()
         };
@@ -115,6 +149,27 @@ impl MockBackend {
         }
         mock.register_fn(pvabi_guest::upcall::in_process_callback);
         Ok(mock)
+    }
+}
+
+impl MockBackend {
+    /// Runs the suite (cases starting with `filter`) on `mock` and collects its records.
+    fn suite_on(&self, mock: Mock, filter: Option<String>) -> SuiteRun {
+        mock.start(move |boot| guest_main(boot, Job::Suite(filter)));
+        let end = mock.wait_timeout(MOCK_TIMEOUT);
+        let mut run = records_from_host(mock.vm().take_reports());
+        match end {
+            None => run.problems.push(format!(
+                "the mock guest did not end within {} s",
+                MOCK_TIMEOUT.as_secs()
+            )),
+            Some(pvabi_mock::RunEnd::Shutdown { reason, code })
+                if reason == pvabi::power::ShutdownReason::POWEROFF && code == 0 => {}
+            Some(other) => run
+                .problems
+                .push(format!("the mock guest ended unexpectedly: {other:?}")),
+        }
+        run
     }
 }
 
@@ -129,21 +184,34 @@ impl Certifiable for MockBackend {
         Availability::Available
     }
     fn run_suite(&self) -> Result<SuiteRun, RunError> {
-        let mock = self.new_mock()?;
-        let filter = self.filter.clone();
-        mock.start(move |boot| guest_main(boot, Job::Suite(filter)));
-        let end = mock.wait_timeout(MOCK_TIMEOUT);
-        let mut run = records_from_host(mock.vm().take_reports());
-        match end {
-            None => run.problems.push(format!(
-                "the mock guest did not end within {} s",
-                MOCK_TIMEOUT.as_secs()
-            )),
-            Some(pvabi_mock::RunEnd::Shutdown { reason, code })
-                if reason == pvabi::power::ShutdownReason::POWEROFF && code == 0 => {}
-            Some(other) => run
-                .problems
-                .push(format!("the mock guest ended unexpectedly: {other:?}")),
+        let mut run = self.suite_on(self.new_mock()?, self.filter.clone());
+        for case in FEATURES_OFF_CASES {
+            if self.filter.as_deref().is_some_and(|f| !case.starts_with(f)) {
+                continue;
+            }
+            let off = self.suite_on(
+                self.new_mock_with(MockConfig::default().features.difference(FEATURES_OFF))?,
+                Some((*case).to_string()),
+            );
+            if off.cases.is_empty() {
+                run.problems.push(format!(
+                    "the features-off run of {case} reported no case: the suite has no such case"
+                ));
+            }
+            if !off.finished {
+                run.problems.push(format!(
+                    "the features-off run of {case} did not report its END record"
+                ));
+            }
+            run.problems.extend(
+                off.problems
+                    .into_iter()
+                    .map(|p| format!("features-off run of {case}: {p}")),
+            );
+            run.cases.extend(off.cases.into_iter().map(|mut c| {
+                c.name.push_str(FEATURES_OFF_SUFFIX);
+                c
+            }));
         }
         for case in pvabi_conformance_suite::terminal_cases() {
             if self
@@ -175,5 +243,114 @@ impl Certifiable for MockBackend {
             run.cases.push(judge_terminal(case, &observed));
         }
         Ok(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvabi::{call, Regs, Ret, Status};
+    use pvabi_guest::shared::RingShared;
+    use pvabi_guest::Gate;
+    use std::sync::atomic::Ordering;
+    use std::sync::mpsc;
+
+    /// What the guest saw using the shim's ring gate.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Seen {
+        batch: Result<Vec<Ret>, Status>,
+        vcpu_count: Result<u64, Status>,
+        cmp_prod: u32,
+        unregistered: bool,
+    }
+
+    #[test]
+    fn feature_clear_cases_run_on_a_mock_without_the_features() {
+        let backend = MockBackend {
+            faults: pvabi_mock::Faults::default(),
+            filter: Some("grant::feature_absent".into()),
+        };
+        let run = backend.run_suite().unwrap();
+        assert!(run.finished && run.problems.is_empty(), "{run:?}");
+        let outcome = |name: &str| run.cases.iter().find(|c| c.name == name).map(|c| c.outcome);
+        // With every feature the case skips; with GRANT clear it runs and passes (GNT-8).
+        assert_eq!(
+            outcome("grant::feature_absent"),
+            Some(crate::CaseOutcome::Skipped)
+        );
+        assert_eq!(
+            outcome("grant::feature_absent [features-off]"),
+            Some(crate::CaseOutcome::Passed)
+        );
+        assert_eq!(run.cases.len(), 2, "{:?}", run.cases);
+    }
+
+    #[test]
+    fn the_guest_shim_calls_through_a_ring_on_the_mock() {
+        let mock = Mock::new(MockConfig {
+            vcpus: 2,
+            ..MockConfig::default()
+        })
+        .unwrap();
+        let (tx, rx) = mpsc::channel();
+        mock.start(move |boot| {
+            // SAFETY: as in `guest_main`: the mock maps `ram_len` bytes at `host_base` for
+            // longer than this vCPU runs.
+            let phys = unsafe {
+                PhysReader::new(Translate::Offset {
+                    host_base: boot.host_base,
+                    len: boot.ram_len,
+                })
+            };
+            // SAFETY: as in `guest_main`: the two register structs have one layout.
+            let gate_fn = unsafe {
+                std::mem::transmute::<pvabi_mock::GateFn, pvabi_guest::InProcessFn>(boot.gate_fn)
+            };
+            // SAFETY: the mock's in-process gate is sound for any register values.
+            let gate = unsafe { InProcessGate::new(gate_fn, boot.gate_ctx) };
+            let pv = Pvabi::discover_in_process(gate, boot.boot_info_gpa, &phys).unwrap();
+            // SAFETY: as in `guest_main`: the scratch area is guest RAM nothing else uses,
+            // mapped for the mock's lifetime.
+            let arena =
+                unsafe { GuestArena::new(boot.host_base + boot.scratch_gpa as usize, 1 << 20) };
+            let ring: &'static RingShared<4> = arena.alloc(RingShared::new()).unwrap();
+            let pr = pv.register_ring(ring).unwrap();
+            let Gate::Ring(rg) = pr.gate() else {
+                panic!("register_ring did not return a ring gate");
+            };
+            // Ten calls through four slots: chunks and wrap-around.
+            let calls: Vec<Regs> = b"ring-batch"
+                .iter()
+                .map(|b| Regs::new(call::CONSOLE_WRITE_BYTE, [u64::from(*b), 0, 0, 0, 0, 0]))
+                .collect();
+            let mut out = vec![Ret::err(Status::FAILED); calls.len()];
+            let batch = rg.call_batch(&calls, &mut out).map(|()| out);
+            let vcpu_count = pr.call_scalar(call::BASE_GET_VCPU_COUNT, [0; 6]);
+            let cmp_prod = ring.header.cmp_prod.load(Ordering::Acquire);
+            let unregistered = pr.unregister_ring().is_ok();
+            let _ = tx.send(Seen {
+                batch,
+                vcpu_count,
+                cmp_prod,
+                unregistered,
+            });
+            let _ = pv.power_off(0);
+        });
+        let end = mock.wait_timeout(MOCK_TIMEOUT);
+        assert!(
+            matches!(end, Some(pvabi_mock::RunEnd::Shutdown { .. })),
+            "{end:?}"
+        );
+        let seen = rx.recv().unwrap();
+        assert_eq!(
+            seen,
+            Seen {
+                batch: Ok(vec![Ret::ok(1); 10]),
+                vcpu_count: Ok(2),
+                cmp_prod: 11,
+                unregistered: true,
+            }
+        );
+        assert_eq!(mock.vm().take_console_output(), b"ring-batch");
     }
 }

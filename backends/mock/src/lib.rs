@@ -54,6 +54,21 @@
 //!   gate typically leaves the mode NONE and dispatches pending ports itself.
 //! * After POWER.SHUTDOWN, any call by another vCPU never returns (`PWR-2`).
 //!
+//! ## The shared-ring gate (spec `RING-*`)
+//! In-process a guest cannot write the ring's doorbell (an `out`), so the mock polls the
+//! registered ring itself. When BASE.RING_REGISTER succeeds, the mock sets the ring's
+//! `host_polling` word before the call returns (`RING-4`: the guest then posts without a
+//! doorbell) and a poller thread, started with the first registration, serves the ring through
+//! [`Vm::process_ring`]: it spins for 1 ms after the last sign of activity (requests run,
+//! a registration), watching the guest-written counters without a lock, then sleeps between
+//! looks (growing from 20 µs to 200 µs while the ring stays idle); it sleeps for good while no
+//! ring is registered, and ends when the run ends or the mock is dropped. Every call through the
+//! in-process gate also serves the ring first, as a doorbell would, so a guest that makes calls
+//! while it waits sees its requests run without depending on the poller's timing.
+//! BASE.RING_UNREGISTER clears `host_polling` before it returns; the mock writes nothing into
+//! the ring afterwards (`RING-7`). pvabi-guest's `Pvabi::register_ring` therefore works on the
+//! mock.
+//!
 //! ## With pvabi-guest
 //! A guest built on `pvabi-guest` wraps the gate as
 //! `InProcessGate::new(transmute::<GateFn, InProcessFn>(boot.gate_fn), boot.gate_ctx)` (the types
@@ -87,14 +102,16 @@
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
-use std::time::Duration;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use pvabi::base::backend_id;
 use pvabi::discovery::{ExecMode, Features, GateKind};
 use pvabi::memory::{MemKind, MemMapEntry};
 use pvabi::power::ShutdownReason;
+use pvabi::ring::RingHeader;
 use pvabi::{CallId, Regs, Ret, Status};
 use pvabi_host::{
     CallHook, ClockParams, ConfigError, EventAction, GuestRam, Outcome, Platform, Quirks, Upcall,
@@ -325,6 +342,138 @@ struct Inner {
     end: Mutex<Option<RunEnd>>,
     end_cv: Condvar,
     live_threads: Mutex<u32>,
+    ring: Arc<RingServer>,
+}
+
+/// How long the poller keeps spinning after the last sign of ring activity.
+const RING_HOT: Duration = Duration::from_millis(1);
+/// Spins between two looks at the clock, and between two `process_ring` calls when the
+/// guest-written counters did not move.
+const RING_SPINS_PER_LOOK: u32 = 64;
+/// First pause of an idle poller.
+const RING_MIN_PAUSE: Duration = Duration::from_micros(20);
+/// Longest pause of an idle poller.
+const RING_MAX_PAUSE: Duration = Duration::from_micros(200);
+
+/// The in-process server of the shared-ring gate (see the crate docs).
+struct RingServer {
+    /// Held across every top-level call that can register or unregister a ring
+    /// (BASE.RING_REGISTER, BASE.RING_UNREGISTER, MULTICALL.EXECUTE), so that the bookkeeping
+    /// below follows the host's registrations in their order. Ring requests cannot register.
+    serial: Mutex<()>,
+    state: Mutex<RingState>,
+    /// Wakes the poller: a registration, an unregistration or the end.
+    cv: Condvar,
+    /// Whether a ring is registered (read at every gate call without a lock).
+    active: AtomicBool,
+    /// Bumped when a gate call served requests or a ring was registered: the guest is using
+    /// the ring, so the poller spins again.
+    activity: AtomicU64,
+}
+
+#[derive(Default)]
+struct RingState {
+    /// GPA of the registered ring.
+    gpa: Option<u64>,
+    /// The run ended or the mock was dropped: no poller runs any more.
+    stopped: bool,
+    /// The poller thread, once started.
+    poller: Option<JoinHandle<()>>,
+}
+
+impl RingServer {
+    fn new() -> Self {
+        Self {
+            serial: Mutex::new(()),
+            state: Mutex::new(RingState::default()),
+            cv: Condvar::new(),
+            active: AtomicBool::new(false),
+            activity: AtomicU64::new(0),
+        }
+    }
+
+    /// Ends the poller (if any) and returns its handle to join.
+    fn stop(&self) -> Option<JoinHandle<()>> {
+        let mut st = lock(&self.state);
+        st.stopped = true;
+        self.cv.notify_all();
+        st.poller.take()
+    }
+}
+
+/// The guest-written counters the poller watches: `req_prod` (new requests) and `cmp_cons`
+/// (completion slots freed, which may let stalled requests run). Read lock-free from guest
+/// memory; a stale or failed read only costs one extra or one later `process_ring`.
+fn ring_counters(ram: &GuestRam, gpa: u64) -> Option<(u32, u32)> {
+    let prod = ram.load_u32(gpa + RingHeader::REQ_PROD as u64, Ordering::Acquire);
+    let cons = ram.load_u32(gpa + RingHeader::CMP_CONS as u64, Ordering::Acquire);
+    prod.ok().zip(cons.ok())
+}
+
+/// The poller thread: serves the registered ring until the mock ends.
+///
+/// After any sign of activity (requests it ran, requests a gate call ran, a registration) it
+/// spins for [`RING_HOT`], calling `process_ring` whenever the guest-written counters move
+/// (and every [`RING_SPINS_PER_LOOK`] spins anyway); then it sleeps between looks, from
+/// [`RING_MIN_PAUSE`] growing to [`RING_MAX_PAUSE`]; without a ring it sleeps until one is
+/// registered. It holds the mock only while it serves the ring, and never holds the ring
+/// state's lock then (the host's lock is taken first by the hook that records
+/// registrations).
+fn ring_poller(server: Arc<RingServer>, inner: Weak<Inner>, ram: GuestRam) {
+    let mut last_work = Instant::now();
+    let mut seen_activity = u64::MAX;
+    let mut seen_counters = None;
+    let mut spins = 0u32;
+    let mut naps = 0u32;
+    loop {
+        let gpa = {
+            let mut st = lock(&server.state);
+            while st.gpa.is_none() && !st.stopped {
+                st = server.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.stopped {
+                return;
+            }
+            st.gpa
+        };
+        let Some(gpa) = gpa else { continue };
+        let activity = server.activity.load(Ordering::SeqCst);
+        let counters = ring_counters(&ram, gpa);
+        spins = spins.wrapping_add(1);
+        let look = spins % RING_SPINS_PER_LOOK == 0;
+        let fresh = activity != seen_activity;
+        if fresh || counters != seen_counters || look {
+            seen_activity = activity;
+            seen_counters = counters;
+            let Some(me) = inner.upgrade() else {
+                return;
+            };
+            let ran = me.vm().process_ring();
+            drop(me);
+            if ran > 0 || fresh {
+                last_work = Instant::now();
+                naps = 0;
+                continue;
+            }
+        }
+        if !look || last_work.elapsed() < RING_HOT {
+            std::hint::spin_loop();
+            continue;
+        }
+        // Idle: sleep, longer each time, until the guest shows activity again.
+        naps = naps.saturating_add(1);
+        let pause = RING_MIN_PAUSE
+            .saturating_mul(1 << naps.min(8))
+            .min(RING_MAX_PAUSE);
+        let st = lock(&server.state);
+        if st.stopped || st.gpa.is_none() {
+            continue;
+        }
+        // Woken early by an unregistration or the end.
+        let _ = server.cv.wait_timeout(st, pause);
+        // Look once more right after the nap.
+        spins = RING_SPINS_PER_LOOK - 1;
+    }
 }
 
 /// What a vCPU thread does after a call.
@@ -449,6 +598,13 @@ impl CallHook for MockHook {
             return;
         };
         let injected = INJECTED.with(|c| c.replace(false));
+        if !injected && matches!(outcome, Outcome::Return(r) if r.status.is_success()) {
+            if regs.rax == u64::from(pvabi::call::BASE_RING_REGISTER.0) {
+                inner.ring_registered(regs.args[0]);
+            } else if regs.rax == u64::from(pvabi::call::BASE_RING_UNREGISTER.0) {
+                inner.ring_unregistered();
+            }
+        }
         inner.record(vcpu, regs, *outcome, injected);
     }
 
@@ -478,6 +634,50 @@ impl Inner {
     fn vm(&self) -> &Arc<Vm> {
         // Set in `Mock::new` before any `Inner` method can run.
         self.vm.get().expect("vm initialised")
+    }
+
+    /// A BASE.RING_REGISTER of the ring at `gpa` succeeded (the host checked the ring lies
+    /// in RAM): start serving it and tell the guest it needs no doorbell. Runs before the
+    /// call returns to the guest, possibly under the host's lock (a multicall entry).
+    fn ring_registered(self: &Arc<Self>, gpa: u64) {
+        let mut st = lock(&self.ring.state);
+        st.gpa = Some(gpa);
+        // Gate calls serve the ring from now on in any case.
+        self.ring.active.store(true, Ordering::SeqCst);
+        self.ring.activity.fetch_add(1, Ordering::SeqCst);
+        if st.poller.is_none() && !st.stopped {
+            let (server, weak) = (Arc::clone(&self.ring), Arc::downgrade(self));
+            let ram = self.ram.clone();
+            if let Ok(h) = std::thread::Builder::new()
+                .name(format!("pvabi-ring{}", self.id))
+                .spawn(move || ring_poller(server, weak, ram))
+            {
+                st.poller = Some(h);
+            }
+        }
+        // Only a running poller makes the host poll: without one (it could not be started,
+        // or the run has ended) `host_polling` stays 0, as the guest zeroed it.
+        if st.poller.is_some() && !st.stopped {
+            // A failed store could only mean the ring is not in RAM, which registration
+            // excluded.
+            let _ = self
+                .ram
+                .store_u32(gpa + RingHeader::HOST_POLLING as u64, 1, Ordering::SeqCst);
+        }
+        self.ring.cv.notify_all();
+    }
+
+    /// A BASE.RING_UNREGISTER succeeded: stop serving and clear `host_polling`, before the
+    /// call returns (nothing writes the ring afterwards: the host's own state has no ring).
+    fn ring_unregistered(&self) {
+        let mut st = lock(&self.ring.state);
+        self.ring.active.store(false, Ordering::SeqCst);
+        if let Some(gpa) = st.gpa.take() {
+            let _ = self
+                .ram
+                .store_u32(gpa + RingHeader::HOST_POLLING as u64, 0, Ordering::SeqCst);
+        }
+        self.ring.cv.notify_all();
     }
 
     fn record(&self, vcpu: u32, regs: &Regs, outcome: Outcome, injected: bool) {
@@ -563,6 +763,13 @@ impl Inner {
     }
 
     fn finish(&self, end: RunEnd) {
+        // No vCPU runs guest code any more: the ring needs no poller (gate calls made with
+        // [`Mock::call_as`] still serve it). Stopped before the end is published, so that a
+        // waiter sees it stopped. The thread ends by itself; it is not joined here, as this
+        // may run on a thread the poller waits for.
+        if matches!(end, RunEnd::Shutdown { .. } | RunEnd::AllStopped) {
+            drop(self.ring.stop());
+        }
         let mut e = lock(&self.end);
         if e.is_none() {
             *e = Some(end);
@@ -572,7 +779,20 @@ impl Inner {
 
     /// Runs one call of `vcpu` on the current thread, following the [`Outcome`] protocol.
     fn call(self: &Arc<Self>, vcpu: u32, regs: &Regs) -> Step {
+        // Requests the guest published run first, as if it had written the doorbell.
+        if self.ring.active.load(Ordering::SeqCst) && self.vm().process_ring() > 0 {
+            self.ring.activity.fetch_add(1, Ordering::SeqCst);
+        }
+        let registers = [
+            pvabi::call::BASE_RING_REGISTER,
+            pvabi::call::BASE_RING_UNREGISTER,
+            pvabi::call::MULTICALL_EXECUTE,
+        ]
+        .iter()
+        .any(|c| u64::from(c.0) == regs.rax);
+        let serial = registers.then(|| lock(&self.ring.serial));
         let out = self.vm().handle_call(vcpu, regs);
+        drop(serial);
         let ret = match out {
             Outcome::Return(r) => r,
             Outcome::Block { .. } => {
@@ -753,6 +973,11 @@ impl std::fmt::Debug for Mock {
 impl Drop for Mock {
     fn drop(&mut self) {
         lock(registry()).remove(&self.inner.id);
+        if let Some(poller) = self.inner.ring.stop() {
+            // It wakes at once (the stop notifies it) and finishes at most the one
+            // `process_ring` it is in.
+            let _ = poller.join();
+        }
     }
 }
 
@@ -837,6 +1062,7 @@ impl Mock {
                 end: Mutex::new(None),
                 end_cv: Condvar::new(),
                 live_threads: Mutex::new(0),
+                ring: Arc::new(RingServer::new()),
             }
         });
         if let Some(e) = vm_error {
@@ -1020,5 +1246,186 @@ impl Mock {
         let mut f = lock(&self.inner.faults);
         f.calls.clear();
         f.events.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pvabi::ring::{RingCompletion, RingRequest};
+    use pvabi::{call, ABI_VERSION};
+    use std::time::Instant;
+
+    const RING: u64 = SCRATCH_GPA;
+    const ORDER: u32 = 2;
+
+    fn load(m: &Mock, off: usize) -> u32 {
+        m.ram()
+            .load_u32(RING + off as u64, Ordering::SeqCst)
+            .expect("ring in RAM")
+    }
+
+    /// Publishes request `seq` (counter value) as the guest would, without a doorbell.
+    fn post(m: &Mock, seq: u32, cookie: u32, id: CallId) {
+        let slot = RING + RingHeader::SIZE as u64 + u64::from(seq % 4) * RingRequest::SIZE as u64;
+        let req = RingRequest {
+            cookie,
+            call_id: id.0,
+            ..RingRequest::default()
+        };
+        m.ram().write_obj(slot, &req).expect("slot in RAM");
+        m.ram()
+            .store_u32(
+                RING + RingHeader::REQ_PROD as u64,
+                seq + 1,
+                Ordering::SeqCst,
+            )
+            .expect("ring in RAM");
+    }
+
+    fn completion(m: &Mock, seq: u32) -> RingCompletion {
+        let at = RING
+            + RingHeader::SIZE as u64
+            + 4 * RingRequest::SIZE as u64
+            + u64::from(seq % 4) * RingCompletion::SIZE as u64;
+        m.ram().read_obj(at).expect("slot in RAM")
+    }
+
+    /// Waits (bounded, generously) until `cmp_prod` reaches `n` with no call made meanwhile.
+    fn served(m: &Mock, n: u32) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if load(m, RingHeader::CMP_PROD) == n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        false
+    }
+
+    fn register(m: &Mock) {
+        let hdr = RingHeader {
+            magic: RingHeader::MAGIC,
+            order: ORDER,
+            ..RingHeader::default()
+        };
+        m.ram().write_obj(RING, &hdr).expect("ring in RAM");
+        let r = m.call_as(
+            0,
+            Regs::new(
+                call::BASE_RING_REGISTER,
+                [RING, u64::from(ORDER), 0, 0, 0, 0],
+            ),
+        );
+        assert_eq!(r.status, Status::SUCCESS);
+    }
+
+    /// The poller threads of the mock with this id that still exist.
+    fn pollers(id: usize) -> usize {
+        let name = format!("pvabi-ring{id}");
+        std::fs::read_dir("/proc/self/task")
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|t| {
+                        std::fs::read_to_string(t.path().join("comm"))
+                            .is_ok_and(|c| c.trim_end() == name)
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_registered_ring_is_polled_without_a_doorbell() {
+        let m = Mock::new(MockConfig::default()).unwrap();
+        assert_eq!(pollers(m.inner.id), 0, "no poller before a ring exists");
+        register(&m);
+        assert_eq!(load(&m, RingHeader::HOST_POLLING), 1, "host_polling set");
+        // No call is made while waiting: the poller thread serves the requests.
+        post(&m, 0, 0x11, call::BASE_GET_VCPU_COUNT);
+        assert!(served(&m, 1), "the request was not served");
+        let c = completion(&m, 0);
+        assert_eq!((c.cookie, c.status, c.value), (0x11, 0, 1));
+        m.ram()
+            .store_u32(RING + RingHeader::CMP_CONS as u64, 1, Ordering::SeqCst)
+            .unwrap();
+        post(&m, 1, 0x12, call::BASE_GET_ABI_VERSION);
+        assert!(served(&m, 2), "the second request was not served");
+        let c = completion(&m, 1);
+        assert_eq!(
+            (c.cookie, c.status, c.value),
+            (0x12, 0, u64::from(ABI_VERSION.to_u32()))
+        );
+        // The requests ran as calls of the ring owner and are in the trace.
+        assert!(m
+            .trace()
+            .iter()
+            .any(|t| t.call == u64::from(call::BASE_GET_ABI_VERSION.0) && t.vcpu == 0));
+        let r = m.call_as(0, Regs::new(call::BASE_RING_UNREGISTER, [0; 6]));
+        assert_eq!(r.status, Status::SUCCESS);
+        assert_eq!(
+            load(&m, RingHeader::HOST_POLLING),
+            0,
+            "host_polling cleared"
+        );
+        // RING-7: nothing is consumed after unregistration, by the poller or at a call.
+        post(&m, 2, 0x13, call::BASE_GET_VCPU_COUNT);
+        std::thread::sleep(Duration::from_millis(20));
+        let _ = m.call_as(0, Regs::new(call::BASE_GET_VCPU_ID, [0; 6]));
+        assert_eq!(load(&m, RingHeader::CMP_PROD), 2);
+        assert_eq!(load(&m, RingHeader::REQ_CONS), 2);
+        // Registered again, the same poller serves it.
+        register(&m);
+        assert_eq!(load(&m, RingHeader::HOST_POLLING), 1);
+        assert_eq!(pollers(m.inner.id), 1, "one poller per mock");
+        let id = m.inner.id;
+        drop(m);
+        assert_eq!(pollers(id), 0, "the poller ended with the mock");
+    }
+
+    #[test]
+    fn a_gate_call_serves_the_ring_first() {
+        let m = Mock::new(MockConfig::default()).unwrap();
+        // End the run first (the boot vCPU returns at once): no poller runs after the end, so
+        // only gate calls can serve the ring.
+        m.start(|_| {});
+        assert_eq!(m.wait(), RunEnd::AllStopped);
+        register(&m);
+        assert_eq!(
+            load(&m, RingHeader::HOST_POLLING),
+            0,
+            "no poller, no polling"
+        );
+        assert_eq!(pollers(m.inner.id), 0);
+        post(&m, 0, 0x21, call::BASE_GET_VCPU_ID);
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(load(&m, RingHeader::CMP_PROD), 0, "nothing served it yet");
+        let r = m.call_as(0, Regs::new(call::BASE_GET_VCPU_COUNT, [0; 6]));
+        assert_eq!(r.status, Status::SUCCESS);
+        assert_eq!(load(&m, RingHeader::CMP_PROD), 1, "served by the call");
+        let c = completion(&m, 0);
+        assert_eq!((c.cookie, c.status, c.value), (0x21, 0, 0));
+    }
+
+    #[test]
+    fn an_injected_success_registers_nothing() {
+        let m = Mock::new(MockConfig::default()).unwrap();
+        m.fail_call(call::BASE_RING_REGISTER, Status::SUCCESS, Some(1));
+        let hdr = RingHeader {
+            magic: RingHeader::MAGIC,
+            order: ORDER,
+            ..RingHeader::default()
+        };
+        m.ram().write_obj(RING, &hdr).unwrap();
+        let r = m.call_as(
+            0,
+            Regs::new(
+                call::BASE_RING_REGISTER,
+                [RING, u64::from(ORDER), 0, 0, 0, 0],
+            ),
+        );
+        assert_eq!(r.status, Status::SUCCESS);
+        assert_eq!(load(&m, RingHeader::HOST_POLLING), 0);
+        assert_eq!(pollers(m.inner.id), 0);
     }
 }
