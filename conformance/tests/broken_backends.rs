@@ -9,7 +9,19 @@ use pvabi::Status;
 use pvabi_host::Quirks;
 use pvabi_mock::{CallFault, EventFault, Faults};
 
+/// One certification at a time: the guest shim's upcall entry keeps process-wide state (on
+/// bare metal a guest owns its address space), so two in-process guests taking callback
+/// upcalls in one test process at the same time would see each other's handlers.
+static ONE_GUEST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_guest() -> std::sync::MutexGuard<'static, ()> {
+    ONE_GUEST
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn failed_clauses(faults: Faults) -> Vec<String> {
+    let _one = one_guest();
     let backend = MockBackend {
         faults,
         filter: None,
@@ -152,6 +164,7 @@ fn clock_version_even_while_writing() {
     // needs the two vCPUs to overlap; when they did not (a busy machine) it reports CLK-2
     // skipped as inconclusive, never passed, and only then is the run repeated (at most
     // three times) — a pass of CLK-2 fails this test at once.
+    let _one = one_guest();
     for attempt in 1..=3 {
         let backend = MockBackend {
             faults: quirk(Quirks::CLOCK_VERSION_EVEN),
