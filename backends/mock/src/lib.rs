@@ -53,6 +53,9 @@
 //!   A vCPU that makes no call receives no upcall; a guest using pvabi-guest's in-process
 //!   gate typically leaves the mode NONE and dispatches pending ports itself.
 //! * After POWER.SHUTDOWN, any call by another vCPU never returns (`PWR-2`).
+//! * pvabi-guest's upcall entry keeps process-wide state (a bare-metal guest owns its
+//!   address space), so at most one in-process guest that installs it may run per process at
+//!   a time: tests that run several such guests concurrently must serialise them.
 //!
 //! ## The shared-ring gate (spec `RING-*`)
 //! In-process a guest cannot write the ring's doorbell (an `out`), so the mock polls the
