@@ -83,9 +83,9 @@ pub(crate) fn enter_callback(vm: &Vm, fd: &mut VcpuFd, sync: bool, id: u32) -> R
     Ok(())
 }
 
-/// Restores the context saved by a callback upcall (VCPU.UPCALL_RETURN); RFLAGS keeps only the
-/// bits the guest may change in its mode (in PV ring 3 IF and IOPL stay as the loader set them;
-/// in ring 0 IF comes from the frame).
+/// Restores the context saved by a callback upcall (VCPU.UPCALL_RETURN); RFLAGS takes only the
+/// status flags from the frame (in PV ring 3 IF and IOPL stay as the loader set them; in ring 0
+/// IF stays as the vCPU has it).
 ///
 /// # Errors
 ///
@@ -96,11 +96,13 @@ pub(crate) fn restore_frame(
     f: &UpcallFrame,
     mode: crate::Mode,
 ) -> Result<(), Error> {
+    let mut regs = crate::vmm::get_regs(fd, sync)?;
+    // Only the status flags come from the frame (spec `EVT-14`); IF stays as the vCPU has it
+    // (in ring 0 the callback was entered without changing it).
     let fixed = match mode {
         crate::Mode::PvRing3 => RFLAGS_PV_FIXED,
-        crate::Mode::Ring0 => 0x2 | (f.rflags & 0x200),
+        crate::Mode::Ring0 => 0x2 | (regs.rflags & 0x200),
     };
-    let mut regs = crate::vmm::get_regs(fd, sync)?;
     regs.rip = f.rip;
     regs.rsp = f.rsp;
     regs.rflags = (f.rflags & RFLAGS_GUEST_MASK) | fixed;

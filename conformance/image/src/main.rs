@@ -88,7 +88,7 @@ impl Platform for BareMetal {
         self.ring0.then_some(UPCALL_VECTOR)
     }
     fn callback_upcalls(&self) -> bool {
-        !self.ring0
+        true
     }
     fn vcpu_prologue_fn(&self) -> Option<fn()> {
         self.ring0.then_some(load_idt as fn())
