@@ -44,7 +44,12 @@ impl KvmBackend {
     }
 
     fn config(&self, cmdline: String) -> RunConfig {
+        self.config_with(cmdline, pvabi::Features::empty())
+    }
+
+    fn config_with(&self, cmdline: String, features_off: pvabi::Features) -> RunConfig {
         RunConfig {
+            features_off,
             vcpus: KVM_VCPUS,
             mem_mib: 64,
             cmdline,
@@ -108,6 +113,40 @@ impl Certifiable for KvmBackend {
             }
             Err(e) => return Err(RunError::Backend(e.to_string())),
         };
+        // The cases that check how a host without an optional feature answers, each in a VM
+        // with those features cleared (as for the mock).
+        for case in crate::mock::FEATURES_OFF_CASES {
+            if self.filter.as_deref().is_some_and(|f| !case.starts_with(f)) {
+                continue;
+            }
+            let cfg = self.config_with(format!("filter={case}"), crate::mock::FEATURES_OFF);
+            match pvabi_kvm::run(&image, &cfg) {
+                Ok(out) => {
+                    let off = records_from_host(out.reports);
+                    if off.cases.is_empty() {
+                        run.problems
+                            .push(format!("the features-off run of {case} reported no case"));
+                    }
+                    if !off.finished {
+                        run.problems.push(format!(
+                            "the features-off run of {case} did not report its END record"
+                        ));
+                    }
+                    run.problems.extend(
+                        off.problems
+                            .into_iter()
+                            .map(|p| format!("features-off run of {case}: {p}")),
+                    );
+                    run.cases.extend(off.cases.into_iter().map(|mut c| {
+                        c.name.push_str(crate::mock::FEATURES_OFF_SUFFIX);
+                        c
+                    }));
+                }
+                Err(e) => run
+                    .problems
+                    .push(format!("features-off run of {case}: {e}")),
+            }
+        }
         for case in pvabi_conformance_suite::terminal_cases() {
             if self
                 .filter

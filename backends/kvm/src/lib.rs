@@ -122,6 +122,9 @@ pub struct RunConfig {
     /// set, so the guest needs no doorbell) after the last request; zero serves only what
     /// each doorbell announces. The poller burns a host CPU while it polls.
     pub ring_poll: Duration,
+    /// Optional feature bits this VM does not offer (certification of how a host without
+    /// them answers, e.g. spec `STORE-36`); the mode's own restrictions always apply.
+    pub features_off: pvabi::Features,
 }
 
 impl Default for RunConfig {
@@ -136,6 +139,7 @@ impl Default for RunConfig {
             harness: false,
             sync_regs: true,
             ring_poll: DEFAULT_RING_POLL,
+            features_off: pvabi::Features::empty(),
         }
     }
 }

@@ -472,7 +472,8 @@ impl Machine {
             // Ring 3 has no IDT to take an interrupt through: callbacks only.
             Mode::PvRing3 => VmConfig::ALL_FEATURES.difference(Features::UPCALL_VECTOR),
             Mode::Ring0 => VmConfig::ALL_FEATURES,
-        };
+        }
+        .difference(cfg.features_off);
         vmc.gate_kind = GateKind::IOPORT;
         vmc.gate_param = u64::from(pvabi::gate::DEFAULT_IOPORT);
         vmc.exec_mode = match cfg.mode {
