@@ -827,6 +827,9 @@ impl Inner {
             if let Some(r) = self.vm().finish_block(vcpu) {
                 return r;
             }
+            // Woken for nothing (or about to wait): this vCPU may be the last one that could
+            // have moved virtual time on.
+            self.idle_check();
             let mut n = lock(&slot.notified);
             while !*n {
                 n = slot.cv.wait(n).unwrap_or_else(|e| e.into_inner());
@@ -841,11 +844,15 @@ impl Inner {
             return;
         }
         let vm = self.vm();
-        let all_idle = (0..self.cfg.vcpus).all(|v| {
-            matches!(
-                vm.vcpu_state(v),
-                Some(pvabi::vcpu::VcpuState::BLOCKED) | Some(pvabi::vcpu::VcpuState::STOPPED)
-            )
+        // A BLOCKED vCPU that has been notified but whose thread has not yet run again is
+        // runnable: jumping time now would let deadlines pass that it would have met.
+        let all_idle = (0..self.cfg.vcpus).all(|v| match vm.vcpu_state(v) {
+            Some(pvabi::vcpu::VcpuState::STOPPED) => true,
+            Some(pvabi::vcpu::VcpuState::BLOCKED) => self
+                .slots
+                .get(v as usize)
+                .is_some_and(|s| !*lock(&s.notified)),
+            _ => false,
         });
         if !all_idle {
             return;
