@@ -121,27 +121,7 @@ impl Certifiable for KvmBackend {
             }
             let cfg = self.config_with(format!("filter={case}"), crate::mock::FEATURES_OFF);
             match pvabi_kvm::run(&image, &cfg) {
-                Ok(out) => {
-                    let off = records_from_host(out.reports);
-                    if off.cases.is_empty() {
-                        run.problems
-                            .push(format!("the features-off run of {case} reported no case"));
-                    }
-                    if !off.finished {
-                        run.problems.push(format!(
-                            "the features-off run of {case} did not report its END record"
-                        ));
-                    }
-                    run.problems.extend(
-                        off.problems
-                            .into_iter()
-                            .map(|p| format!("features-off run of {case}: {p}")),
-                    );
-                    run.cases.extend(off.cases.into_iter().map(|mut c| {
-                        c.name.push_str(crate::mock::FEATURES_OFF_SUFFIX);
-                        c
-                    }));
-                }
+                Ok(out) => run.merge_features_off(case, records_from_host(out.reports)),
                 Err(e) => run
                     .problems
                     .push(format!("features-off run of {case}: {e}")),

@@ -193,25 +193,7 @@ impl Certifiable for MockBackend {
                 self.new_mock_with(MockConfig::default().features.difference(FEATURES_OFF))?,
                 Some((*case).to_string()),
             );
-            if off.cases.is_empty() {
-                run.problems.push(format!(
-                    "the features-off run of {case} reported no case: the suite has no such case"
-                ));
-            }
-            if !off.finished {
-                run.problems.push(format!(
-                    "the features-off run of {case} did not report its END record"
-                ));
-            }
-            run.problems.extend(
-                off.problems
-                    .into_iter()
-                    .map(|p| format!("features-off run of {case}: {p}")),
-            );
-            run.cases.extend(off.cases.into_iter().map(|mut c| {
-                c.name.push_str(FEATURES_OFF_SUFFIX);
-                c
-            }));
+            run.merge_features_off(case, off);
         }
         for case in pvabi_conformance_suite::terminal_cases() {
             if self

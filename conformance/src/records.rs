@@ -41,6 +41,33 @@ pub fn records_from_host(records: Vec<HostRecord>) -> SuiteRun {
     run
 }
 
+impl SuiteRun {
+    /// Merges the run of one features-off case (a guest with optional features cleared) into
+    /// this run: its records get [`crate::mock::FEATURES_OFF_SUFFIX`] appended, and a run that
+    /// reported no case or no END record is a problem.
+    pub fn merge_features_off(&mut self, case: &str, off: SuiteRun) {
+        if off.cases.is_empty() {
+            self.problems.push(format!(
+                "the features-off run of {case} reported no case: the suite has no such case"
+            ));
+        }
+        if !off.finished {
+            self.problems.push(format!(
+                "the features-off run of {case} did not report its END record"
+            ));
+        }
+        self.problems.extend(
+            off.problems
+                .into_iter()
+                .map(|p| format!("features-off run of {case}: {p}")),
+        );
+        self.cases.extend(off.cases.into_iter().map(|mut c| {
+            c.name.push_str(crate::mock::FEATURES_OFF_SUFFIX);
+            c
+        }));
+    }
+}
+
 /// How a guest running a terminal case ended, as the host observed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observed {
