@@ -42,6 +42,7 @@ const CHAPTER_PREFIXES: &[(&str, &[&str])] = &[
     ("13-multicall.md", &["MC"]),
     ("14-security.md", &["SEC"]),
     ("appendix-a-harness.md", &["HAR"]),
+    ("appendix-b-xen-transport.md", &["XEN"]),
 ];
 
 /// Table kinds the spec may use after `#### Table: `.

@@ -6,6 +6,9 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+for m in /modules/*.ko; do
+    [ -e "$m" ] && insmod "$m"
+done
 set --
 while IFS= read -r a; do set -- "$@" "$a"; done </payload/args
 echo "PVABI-DOMU-BEGIN"

@@ -25,6 +25,9 @@ w=$(mktemp -d /tmp/domu.XXXXXX)
 mkdir -p "$w/root/bin" "$w/root/payload" "$w/root/proc" "$w/root/sys" "$w/root/dev" "$w/root/tmp"
 cp /bin/busybox "$w/root/bin/busybox"
 cp /domu/init "$w/root/init"
+# The Xen device modules, so that the program can use /dev/xen/{evtchn,gntalloc,gntdev}.
+mkdir -p "$w/root/modules"
+cp /modules/xen-evtchn.ko /modules/xen-gntalloc.ko /modules/xen-gntdev.ko "$w/root/modules/"
 cp "$bin" "$w/root/payload/run"
 chmod 755 "$w/root/init" "$w/root/payload/run"
 : >"$w/root/payload/args"

@@ -121,7 +121,7 @@ echo "pvabi-xen-setup: hypervisor $(step_time "$t")s"
 # --- 4. base initramfs -------------------------------------------------------------------------
 t=$(now)
 # Rebuilt when this script, the init script, the kernel or the Xen tools change.
-stamp="$( (cat "$here/setup.sh" "$here/dom0-init.sh" "$here/domu-run.sh" "$here/domu-init.sh"; echo "$kver";
+stamp="$( (cat "$here/setup.sh" "$here/dom0-init.sh" "$here/domu-run.sh" "$here/domu-init.sh" "$here/pvh-run.sh"; echo "$kver";
     dpkg-query -W -f='${Version}' "xen-utils-$xen_version" busybox-static) | sha256sum | cut -c1-16)"
 if [ ! -s "$cache/initrd-base.cpio.gz" ] || [ "$(cat "$cache/initrd-base.stamp" 2>/dev/null)" != "$stamp" ]; then
     root="$(mktemp -d "$cache/initrd.XXXXXX")"
@@ -142,7 +142,8 @@ if [ ! -s "$cache/initrd-base.cpio.gz" ] || [ "$(cat "$cache/initrd-base.stamp" 
     cp "$vmlinuz" "$root/domu/vmlinuz"
     cp "$here/domu-init.sh" "$root/domu/init"
     cp "$here/domu-run.sh" "$root/usr/sbin/pvabi-domu-run"
-    chmod 755 "$root/domu/init" "$root/usr/sbin/pvabi-domu-run"
+    cp "$here/pvh-run.sh" "$root/usr/sbin/pvabi-pvh-run"
+    chmod 755 "$root/domu/init" "$root/usr/sbin/pvabi-domu-run" "$root/usr/sbin/pvabi-pvh-run"
     for n in read write ls list rm exists chmod watch control; do
         ln -sf xenstore "$root/usr/sbin/xenstore-$n"
     done

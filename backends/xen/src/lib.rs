@@ -20,10 +20,14 @@
 
 mod client;
 mod error;
+pub mod frontend;
 mod ops;
 mod perms;
 pub mod status_map;
 mod store;
+pub mod sys;
+pub mod testing;
+pub mod transport;
 pub mod wire;
 mod xsrs;
 

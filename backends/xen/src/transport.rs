@@ -1,0 +1,795 @@
+//! The backend side of the Xen transport (spec appendix B, clauses `XEN-*`): the xenbus
+//! handshake, the granted window and ring, the event-channel doorbell, and a pvabi-host [`Vm`]
+//! serving the ring on the window.
+//!
+//! The hypervisor interfaces are behind two small traits, [`GrantMapper`] and
+//! [`EventChannel`], so that the handshake and the ring are tested without Xen
+//! ([`crate::testing`] has in-memory versions); [`GntDev`] and [`EvtchnDev`] are the real ones.
+//!
+//! [`Backend::reconcile`] is one idempotent pass over xenstore: it takes on new domains
+//! (`XEN-1`), connects those whose guest reached Initialised (`XEN-3`..`XEN-5`) and tears down
+//! those that closed or went away (`XEN-9`). [`Backend::run`] calls it whenever a watch fires and
+//! at least every [`Backend::POLL`].
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pvabi::call::{BASE_RING_REGISTER, BASE_RING_UNREGISTER};
+use pvabi::ring::RingHeader;
+use pvabi::{Features, Regs, Status};
+use pvabi_host::{ClockParams, GuestRam, Outcome, Platform, Vm, VmConfig};
+use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
+
+use crate::ops::{TxnId, XenStoreOps};
+use crate::perms::{Access, Perm};
+use crate::sys::{EvtchnDev, GntDev, PAGE_SIZE};
+
+/// The device type in the handshake's paths.
+pub const DEVICE_TYPE: &str = "pvabi";
+/// The largest window a backend accepts, in pages (4 MiB).
+pub const MAX_WINDOW_PAGES: u32 = 1024;
+/// The largest ring order a backend accepts (`RING-1`).
+pub const MAX_RING_ORDER: u32 = RingHeader::MAX_ORDER;
+/// The first guest frame the window may not reach (`XEN-3`: the window ends below `2^52`).
+pub const WINDOW_FRAME_LIMIT: u64 = 1 << 40;
+
+/// `XenbusState` values (Xen's `io/xenbus.h`).
+pub mod state {
+    /// Initialising.
+    pub const INITIALISING: u32 = 1;
+    /// InitWait: the backend's keys are there.
+    pub const INIT_WAIT: u32 = 2;
+    /// Initialised: the guest's keys are there.
+    pub const INITIALISED: u32 = 3;
+    /// Connected.
+    pub const CONNECTED: u32 = 4;
+    /// Closing.
+    pub const CLOSING: u32 = 5;
+    /// Closed.
+    pub const CLOSED: u32 = 6;
+}
+
+/// The guest keys of the handshake (spec appendix B's table), in the order a guest writes them.
+pub const GUEST_KEYS: &[&str] = &[
+    "window-gfn",
+    "window-pages",
+    "window-index-ref",
+    "ring-gpa",
+    "ring-order",
+    "event-channel",
+];
+
+/// The backend keys of the handshake (spec appendix B's table).
+pub const BACKEND_KEYS: &[&str] = &[
+    "frontend",
+    "frontend-id",
+    "abi-version",
+    "features",
+    "max-window-pages",
+    "max-ring-order",
+    "error",
+    "state",
+];
+
+/// The guest directory of domain `domid` (`XEN-1`).
+pub fn frontend_dir(domid: u32) -> String {
+    format!("/local/domain/{domid}/device/{DEVICE_TYPE}/0")
+}
+
+/// The backend directory for domain `domid` served from `backend_domid` (`XEN-1`).
+pub fn backend_dir(backend_domid: u32, domid: u32) -> String {
+    format!("/local/domain/{backend_domid}/backend/{DEVICE_TYPE}/{domid}/0")
+}
+
+/// The STORE subtree of domain `domid` (`XEN-10`).
+pub fn store_root(domid: u32) -> String {
+    format!("/local/domain/{domid}/pvabi")
+}
+
+/// Parses a handshake number (`XEN-3`): ASCII decimal digits, no sign, no leading zero (except
+/// `0` itself), at most 20 digits, fitting in a `u64`.
+///
+/// # Errors
+///
+/// A message naming `key` and what is wrong.
+pub fn parse_number(key: &str, raw: &[u8]) -> Result<u64, String> {
+    if raw.is_empty() {
+        return Err(format!("{key} is empty"));
+    }
+    if raw.len() > 20 {
+        return Err(format!("{key} has more than 20 digits"));
+    }
+    if !raw.iter().all(u8::is_ascii_digit) {
+        return Err(format!("{key} is not a decimal number"));
+    }
+    if raw.len() > 1 && raw[0] == b'0' {
+        return Err(format!("{key} has a leading zero"));
+    }
+    raw.iter()
+        .try_fold(0u64, |acc, d| {
+            acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })
+        .ok_or_else(|| format!("{key} does not fit in 64 bits"))
+}
+
+/// The guest's handshake keys, validated (`XEN-3`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrontendConfig {
+    /// First guest frame of the window.
+    pub window_gfn: u64,
+    /// Pages in the window.
+    pub window_pages: u32,
+    /// Grant reference of the index page.
+    pub index_ref: u32,
+    /// Guest-physical address of the ring header.
+    pub ring_gpa: u64,
+    /// The ring's order.
+    pub ring_order: u32,
+    /// The guest's unbound event-channel port.
+    pub event_channel: u32,
+}
+
+impl FrontendConfig {
+    /// Reads each guest key once through `get` (which returns `None` for a missing key) and
+    /// validates them against the backend's limit of `max_pages`.
+    ///
+    /// # Errors
+    ///
+    /// A human-readable reason, for the backend's `error` key (`XEN-4`).
+    pub fn parse(
+        mut get: impl FnMut(&str) -> Option<Vec<u8>>,
+        max_pages: u32,
+    ) -> Result<FrontendConfig, String> {
+        let mut v = [0u64; 6];
+        for (slot, key) in v.iter_mut().zip(GUEST_KEYS) {
+            let raw = get(key).ok_or_else(|| format!("{key} is missing"))?;
+            *slot = parse_number(key, &raw)?;
+        }
+        let [window_gfn, window_pages, index_ref, ring_gpa, ring_order, event_channel] = v;
+        if window_pages == 0 || window_pages > u64::from(max_pages) {
+            return Err(format!(
+                "window-pages {window_pages} is outside 1..={max_pages}"
+            ));
+        }
+        if window_gfn
+            .checked_add(window_pages)
+            .is_none_or(|end| end > WINDOW_FRAME_LIMIT)
+        {
+            return Err("the window does not end below 2^52".into());
+        }
+        let index_ref =
+            u32::try_from(index_ref).map_err(|_| "window-index-ref is not a u32".to_string())?;
+        let event_channel =
+            u32::try_from(event_channel).map_err(|_| "event-channel is not a u32".to_string())?;
+        if ring_order > u64::from(MAX_RING_ORDER) {
+            return Err(format!("ring-order {ring_order} is above {MAX_RING_ORDER}"));
+        }
+        let ring_order = ring_order as u32;
+        if ring_gpa % PAGE_SIZE as u64 != 0 {
+            return Err("ring-gpa is not 4096-byte aligned".into());
+        }
+        let base = window_gfn * PAGE_SIZE as u64;
+        let end = base + window_pages * PAGE_SIZE as u64;
+        let ring_end = ring_gpa.checked_add(RingHeader::ring_bytes(ring_order));
+        if ring_gpa < base || ring_end.is_none_or(|e| e > end) {
+            return Err("the ring does not lie in the window".into());
+        }
+        Ok(FrontendConfig {
+            window_gfn,
+            window_pages: window_pages as u32,
+            index_ref,
+            ring_gpa,
+            ring_order,
+            event_channel,
+        })
+    }
+
+    /// The window's first guest-physical address.
+    pub fn window_base(&self) -> u64 {
+        self.window_gfn * PAGE_SIZE as u64
+    }
+
+    /// The window's length in bytes.
+    pub fn window_len(&self) -> usize {
+        self.window_pages as usize * PAGE_SIZE
+    }
+}
+
+/// Maps pages another domain granted to this one.
+pub trait GrantMapper: Send + Sync {
+    /// Maps `refs` of domain `domid`, in order, as one contiguous region; the grants stay
+    /// mapped until the region is dropped.
+    ///
+    /// # Errors
+    ///
+    /// The OS error, or `InvalidInput` for a reference that is not a grant of `domid`.
+    fn map(&self, domid: u32, refs: &[u32], writable: bool) -> io::Result<MmapRegion<()>>;
+}
+
+impl GrantMapper for GntDev {
+    fn map(&self, domid: u32, refs: &[u32], writable: bool) -> io::Result<MmapRegion<()>> {
+        GntDev::map(self, domid, refs, writable)
+    }
+}
+
+/// One handle of event channels: ports bound through it are unbound when it is dropped.
+pub trait EventChannel: Send + Sync {
+    /// Binds to `remote_port` of `domid` and returns the local port.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    fn bind_interdomain(&self, domid: u32, remote_port: u32) -> io::Result<u32>;
+    /// Notifies the remote end of `local_port`.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    fn notify(&self, local_port: u32) -> io::Result<()>;
+    /// Waits up to `timeout` for a notification; returns the fired local port, already
+    /// unmasked, or `None` on timeout.
+    ///
+    /// # Errors
+    ///
+    /// The OS error.
+    fn wait(&self, timeout: Duration) -> io::Result<Option<u32>>;
+}
+
+impl EventChannel for EvtchnDev {
+    fn bind_interdomain(&self, domid: u32, remote_port: u32) -> io::Result<u32> {
+        EvtchnDev::bind_interdomain(self, domid, remote_port)
+    }
+    fn notify(&self, local_port: u32) -> io::Result<()> {
+        EvtchnDev::notify(self, local_port)
+    }
+    fn wait(&self, timeout: Duration) -> io::Result<Option<u32>> {
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        if !self.readable(ms)? {
+            return Ok(None);
+        }
+        let port = EvtchnDev::wait(self)?;
+        self.unmask(port)?;
+        Ok(Some(port))
+    }
+}
+
+/// Opens a fresh [`EventChannel`] handle for each connection.
+pub type EventChannelFactory = Arc<dyn Fn() -> io::Result<Arc<dyn EventChannel>> + Send + Sync>;
+
+/// What a connection's `Vm` needs from Xen: the clock and the event channel to notify.
+struct XenPlatform {
+    start: Instant,
+    epoch_ns: u64,
+    evtchn: Arc<dyn EventChannel>,
+    port: u32,
+    notifications: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Platform for XenPlatform {
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+    fn wallclock_epoch_ns(&self) -> u64 {
+        self.epoch_ns
+    }
+    fn clock_params(&self) -> ClockParams {
+        ClockParams {
+            system_time: self.now_ns(),
+            ..ClockParams::default()
+        }
+    }
+    fn start_vcpu(&self, _vcpu: u32, _entry: u64, _stack: u64, _arg: u64) -> Result<(), Status> {
+        // Secondary vCPUs are Xen's own (VCPUOP_up) on this transport.
+        Err(Status::NOT_SUPPORTED)
+    }
+    fn notify(&self, _vcpu: u32) {
+        // XEN-8: the event is marked pending before the Vm asks for the notification.
+        if self.evtchn.notify(self.port).is_ok() {
+            self.notifications.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn yield_vcpu(&self, _vcpu: u32) {}
+    fn deadline_changed(&self, _deadline_ns: u64) {}
+    fn advance_clock(&self, _ns: u64) -> Result<(), Status> {
+        Err(Status::NOT_SUPPORTED)
+    }
+}
+
+/// The features a backend on this transport offers: the ring, and transactions in STORE.
+pub const FEATURES: Features = Features::RING_GATE.union(Features::STORE_TXN);
+
+/// One connected guest: the window, the `Vm` on it, and the thread that serves the doorbell.
+pub struct Connection {
+    domid: u32,
+    config: FrontendConfig,
+    vm: Arc<Vm>,
+    stop: Arc<AtomicBool>,
+    server: Option<JoinHandle<()>>,
+    notifications: Arc<std::sync::atomic::AtomicU64>,
+    served: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("domid", &self.domid)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Maps the window, binds the event channel and registers the ring (`XEN-5`).
+    ///
+    /// # Errors
+    ///
+    /// A human-readable reason (`XEN-4`); nothing stays mapped or bound.
+    pub fn open(
+        domid: u32,
+        config: FrontendConfig,
+        grants: &dyn GrantMapper,
+        evtchn: Arc<dyn EventChannel>,
+        console: Option<pvabi_host::ConsoleSink>,
+    ) -> Result<Connection, String> {
+        let index = grants
+            .map(domid, &[config.index_ref], false)
+            .map_err(|e| format!("cannot map the index page (ref {}): {e}", config.index_ref))?;
+        let mut refs = vec![0u32; config.window_pages as usize];
+        {
+            let ram =
+                GuestMemoryMmap::from_regions(vec![GuestRegionMmap::new(index, GuestAddress(0))
+                    .ok_or("the index page mapping is unusable")?])
+                .map_err(|e| format!("the index page mapping is unusable: {e}"))?;
+            let ram = GuestRam::new(ram);
+            let mut raw = vec![0u8; refs.len() * 4];
+            ram.read_into(0, &mut raw)
+                .map_err(|s| format!("cannot read the index page: {s}"))?;
+            for (r, b) in refs.iter_mut().zip(raw.chunks_exact(4)) {
+                *r = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        let window = grants
+            .map(domid, &refs, true)
+            .map_err(|e| format!("cannot map the window's {} grants: {e}", refs.len()))?;
+        let region = GuestRegionMmap::new(window, GuestAddress(config.window_base()))
+            .ok_or("the window mapping is unusable")?;
+        let mem = GuestMemoryMmap::from_regions(vec![region])
+            .map_err(|e| format!("the window mapping is unusable: {e}"))?;
+        let ram = GuestRam::new(mem);
+        let port = evtchn
+            .bind_interdomain(domid, config.event_channel)
+            .map_err(|e| {
+                format!(
+                    "cannot bind event channel {} of domain {domid}: {e}",
+                    config.event_channel
+                )
+            })?;
+        let notifications = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let epoch_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let platform = Arc::new(XenPlatform {
+            start: Instant::now(),
+            epoch_ns,
+            evtchn: evtchn.clone(),
+            port,
+            notifications: notifications.clone(),
+        });
+        let mut cfg = VmConfig::new(1);
+        cfg.backend_id = pvabi::base::backend_id::XEN;
+        cfg.features = FEATURES;
+        cfg.console_sink = console;
+        let vm = Arc::new(Vm::new(cfg, ram, platform).map_err(|e| format!("guest set-up: {e}"))?);
+        let reg = vm.handle_call(
+            0,
+            &Regs {
+                rax: u64::from(BASE_RING_REGISTER.0),
+                args: [config.ring_gpa, u64::from(config.ring_order), 0, 0, 0, 0],
+            },
+        );
+        match reg {
+            Outcome::Return(r) if r.status == Status::SUCCESS => {}
+            Outcome::Return(r) => {
+                return Err(format!(
+                    "the ring was refused: {} (RING-11/RING-12)",
+                    r.status
+                ))
+            }
+            other => return Err(format!("the ring was refused: {other:?}")),
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let server = {
+            let (vm, stop, served, evtchn) =
+                (vm.clone(), stop.clone(), served.clone(), evtchn.clone());
+            std::thread::Builder::new()
+                .name(format!("pvabi-xen-d{domid}"))
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        match evtchn.wait(Duration::from_millis(100)) {
+                            Ok(Some(p)) if p == port => {
+                                served.fetch_add(vm.process_ring() as u64, Ordering::Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                        }
+                    }
+                })
+                .map_err(|e| format!("cannot start the ring thread: {e}"))?
+        };
+        Ok(Connection {
+            domid,
+            config,
+            vm,
+            stop,
+            server: Some(server),
+            notifications,
+            served,
+        })
+    }
+
+    /// The guest's domain id.
+    pub fn domid(&self) -> u32 {
+        self.domid
+    }
+
+    /// The validated handshake keys.
+    pub fn config(&self) -> &FrontendConfig {
+        &self.config
+    }
+
+    /// The `Vm` serving this guest.
+    pub fn vm(&self) -> &Arc<Vm> {
+        &self.vm
+    }
+
+    /// Ring requests served so far.
+    pub fn requests_served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Event-channel notifications sent to the guest so far (`XEN-8`).
+    pub fn notifications_sent(&self) -> u64 {
+        self.notifications.load(Ordering::Relaxed)
+    }
+
+    /// Stops serving: no request is consumed and no guest memory written after this returns
+    /// (`XEN-9`); the window and the binding go when the connection is dropped.
+    pub fn close(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.server.take() {
+            let _ = t.join();
+        }
+        let _ = self.vm.handle_call(
+            0,
+            &Regs {
+                rax: u64::from(BASE_RING_UNREGISTER.0),
+                args: [0; 6],
+            },
+        );
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Where one served domain stands.
+#[derive(Debug)]
+pub enum DomainState {
+    /// The directories are there; waiting for the guest's Initialised.
+    Waiting,
+    /// Connected.
+    Connected(Connection),
+    /// Refused (`XEN-4`) or closed (`XEN-9`): the reason; nothing mapped.
+    Closed(String),
+}
+
+/// What happened in one [`Backend::reconcile`] pass, for logs and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendEvent {
+    /// A new domain's directories were written (`XEN-1`).
+    Offered(u32),
+    /// A guest connected (`XEN-5`).
+    Connected(u32),
+    /// A handshake was refused, with the reason (`XEN-4`).
+    Refused(u32, String),
+    /// A guest closed (`XEN-9`).
+    Closed(u32),
+    /// A domain went away (`XEN-9`).
+    Gone(u32),
+    /// A xenstore operation failed (the pass goes on with the other domains).
+    XenstoreError(String),
+}
+
+/// Which domains a backend serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DomainFilter {
+    /// Every domain but the backend's own.
+    All,
+    /// Only these.
+    Only(Vec<u32>),
+}
+
+/// The dom0 side of the Xen transport for every domain it serves.
+pub struct Backend<X: XenStoreOps> {
+    xs: X,
+    backend_domid: u32,
+    filter: DomainFilter,
+    grants: Arc<dyn GrantMapper>,
+    evtchns: EventChannelFactory,
+    domains: BTreeMap<u32, DomainState>,
+    console: Arc<Mutex<BTreeMap<u32, Vec<u8>>>>,
+}
+
+impl<X: XenStoreOps> std::fmt::Debug for Backend<X> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("backend_domid", &self.backend_domid)
+            .field("domains", &self.domains)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<X: XenStoreOps> Backend<X> {
+    /// How often [`Backend::run`] looks at xenstore without a watch event.
+    pub const POLL: Duration = Duration::from_millis(200);
+    /// Console bytes kept per guest.
+    pub const CONSOLE_KEEP: usize = 64 * 1024;
+
+    /// A backend in domain `backend_domid` over the xenstore connection `xs`.
+    pub fn new(
+        xs: X,
+        backend_domid: u32,
+        filter: DomainFilter,
+        grants: Arc<dyn GrantMapper>,
+        evtchns: EventChannelFactory,
+    ) -> Backend<X> {
+        Backend {
+            xs,
+            backend_domid,
+            filter,
+            grants,
+            evtchns,
+            domains: BTreeMap::new(),
+            console: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// The xenstore connection.
+    pub fn xenstore(&mut self) -> &mut X {
+        &mut self.xs
+    }
+
+    /// Where domain `domid` stands, if served.
+    pub fn domain(&self, domid: u32) -> Option<&DomainState> {
+        self.domains.get(&domid)
+    }
+
+    /// The console output domain `domid` wrote through CONSOLE.WRITE (the last
+    /// [`Backend::CONSOLE_KEEP`] bytes).
+    pub fn console(&self, domid: u32) -> Vec<u8> {
+        self.console
+            .lock()
+            .map(|c| c.get(&domid).cloned().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn serves(&self, domid: u32) -> bool {
+        domid != self.backend_domid
+            && match &self.filter {
+                DomainFilter::All => true,
+                DomainFilter::Only(v) => v.contains(&domid),
+            }
+    }
+
+    fn read_opt(&mut self, path: &str) -> Option<Vec<u8>> {
+        self.xs.read(TxnId::NONE, path).ok()
+    }
+
+    fn frontend_state(&mut self, domid: u32) -> Option<u64> {
+        let raw = self.read_opt(&format!("{}/state", frontend_dir(domid)))?;
+        parse_number("state", &raw).ok()
+    }
+
+    fn set_backend_state(&mut self, domid: u32, s: u32) -> crate::Result<()> {
+        let dir = backend_dir(self.backend_domid, domid);
+        self.xs.write(
+            TxnId::NONE,
+            &format!("{dir}/state"),
+            s.to_string().as_bytes(),
+        )
+    }
+
+    /// Writes both directories of `XEN-1`.
+    fn offer(&mut self, domid: u32) -> crate::Result<()> {
+        let b = self.backend_domid;
+        let fdir = frontend_dir(domid);
+        let bdir = backend_dir(b, domid);
+        let guest_owned = [Perm::new(domid, Access::None), Perm::new(b, Access::Read)];
+        let backend_owned = [Perm::new(b, Access::None), Perm::new(domid, Access::Read)];
+        let _ = self.xs.remove(TxnId::NONE, &bdir);
+        self.xs.mkdir(TxnId::NONE, &fdir)?;
+        self.xs.set_perms(TxnId::NONE, &fdir, &guest_owned)?;
+        for (k, v) in [
+            ("backend", bdir.clone()),
+            ("backend-id", b.to_string()),
+            ("state", state::INITIALISING.to_string()),
+        ] {
+            let p = format!("{fdir}/{k}");
+            self.xs.write(TxnId::NONE, &p, v.as_bytes())?;
+            self.xs.set_perms(TxnId::NONE, &p, &guest_owned)?;
+        }
+        self.xs.mkdir(TxnId::NONE, &bdir)?;
+        self.xs.set_perms(TxnId::NONE, &bdir, &backend_owned)?;
+        for (k, v) in [
+            ("frontend", fdir.clone()),
+            ("frontend-id", domid.to_string()),
+            (
+                "abi-version",
+                pvabi::version::ABI_VERSION.to_u32().to_string(),
+            ),
+            ("features", FEATURES.bits().to_string()),
+            ("max-window-pages", MAX_WINDOW_PAGES.to_string()),
+            ("max-ring-order", MAX_RING_ORDER.to_string()),
+            ("state", state::INIT_WAIT.to_string()),
+        ] {
+            let p = format!("{bdir}/{k}");
+            self.xs.write(TxnId::NONE, &p, v.as_bytes())?;
+            self.xs.set_perms(TxnId::NONE, &p, &backend_owned)?;
+        }
+        Ok(())
+    }
+
+    fn connect(&mut self, domid: u32) -> Result<Connection, String> {
+        let fdir = frontend_dir(domid);
+        let mut keys = BTreeMap::new();
+        for k in GUEST_KEYS {
+            if let Some(v) = self.read_opt(&format!("{fdir}/{k}")) {
+                keys.insert(*k, v);
+            }
+        }
+        let cfg = FrontendConfig::parse(|k| keys.get(k).cloned(), MAX_WINDOW_PAGES)?;
+        let evtchn = (self.evtchns)().map_err(|e| format!("cannot open an event channel: {e}"))?;
+        let console = self.console.clone();
+        let sink: pvabi_host::ConsoleSink = Arc::new(move |bytes: &[u8]| {
+            if let Ok(mut c) = console.lock() {
+                let buf = c.entry(domid).or_default();
+                buf.extend_from_slice(bytes);
+                let excess = buf.len().saturating_sub(Self::CONSOLE_KEEP);
+                buf.drain(..excess);
+            }
+        });
+        Connection::open(domid, cfg, &*self.grants, evtchn, Some(sink))
+    }
+
+    /// The domains xenstore lists under `/local/domain`.
+    fn listed_domains(&mut self) -> crate::Result<Vec<u32>> {
+        Ok(self
+            .xs
+            .directory(TxnId::NONE, "/local/domain")?
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect())
+    }
+
+    /// One pass over xenstore: offers new domains, connects, refuses, closes, forgets.
+    pub fn reconcile(&mut self) -> Vec<BackendEvent> {
+        let mut ev = Vec::new();
+        let listed = match self.listed_domains() {
+            Ok(l) => l,
+            Err(e) => {
+                ev.push(BackendEvent::XenstoreError(format!("listing domains: {e}")));
+                return ev;
+            }
+        };
+        // Gone domains (XEN-9).
+        let gone: Vec<u32> = self
+            .domains
+            .keys()
+            .copied()
+            .filter(|d| !listed.contains(d))
+            .collect();
+        for d in gone {
+            self.domains.remove(&d);
+            let _ = self
+                .xs
+                .remove(TxnId::NONE, &backend_dir(self.backend_domid, d));
+            ev.push(BackendEvent::Gone(d));
+        }
+        for d in listed {
+            if !self.serves(d) {
+                continue;
+            }
+            if !self.domains.contains_key(&d) {
+                match self.offer(d) {
+                    Ok(()) => {
+                        self.domains.insert(d, DomainState::Waiting);
+                        ev.push(BackendEvent::Offered(d));
+                    }
+                    Err(e) => {
+                        ev.push(BackendEvent::XenstoreError(format!("offering to {d}: {e}")));
+                    }
+                }
+                continue;
+            }
+            let fstate = self.frontend_state(d);
+            let waiting = matches!(self.domains.get(&d), Some(DomainState::Waiting));
+            let connected = matches!(self.domains.get(&d), Some(DomainState::Connected(_)));
+            if waiting && fstate == Some(u64::from(state::INITIALISED)) {
+                match self.connect(d) {
+                    Ok(c) => {
+                        self.domains.insert(d, DomainState::Connected(c));
+                        let _ = self.set_backend_state(d, state::CONNECTED);
+                        ev.push(BackendEvent::Connected(d));
+                    }
+                    Err(why) => {
+                        let bdir = backend_dir(self.backend_domid, d);
+                        let _ =
+                            self.xs
+                                .write(TxnId::NONE, &format!("{bdir}/error"), why.as_bytes());
+                        let _ = self.set_backend_state(d, state::CLOSED);
+                        self.domains.insert(d, DomainState::Closed(why.clone()));
+                        ev.push(BackendEvent::Refused(d, why));
+                    }
+                }
+            } else if connected
+                && fstate != Some(u64::from(state::INITIALISED))
+                && fstate != Some(u64::from(state::CONNECTED))
+            {
+                // XEN-9: unmap and unbind before the state says Closed.
+                if let Some(DomainState::Connected(mut c)) = self.domains.remove(&d) {
+                    c.close();
+                    drop(c);
+                }
+                self.domains
+                    .insert(d, DomainState::Closed("the guest closed".into()));
+                let _ = self.set_backend_state(d, state::CLOSED);
+                ev.push(BackendEvent::Closed(d));
+            }
+        }
+        ev
+    }
+
+    /// Serves until `stop` is set: watches `@introduceDomain`, `@releaseDomain` and
+    /// `/local/domain`, and reconciles on each event and at least every [`Backend::POLL`].
+    /// `log` sees every event.
+    ///
+    /// # Errors
+    ///
+    /// The xenstore error when the watches cannot be registered.
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        mut log: impl FnMut(&BackendEvent),
+    ) -> crate::Result<()> {
+        for (path, token) in [
+            ("@introduceDomain", "pvabi-intro"),
+            ("@releaseDomain", "pvabi-release"),
+            ("/local/domain", "pvabi-tree"),
+        ] {
+            self.xs.watch(path, token)?;
+        }
+        while !stop.load(Ordering::Acquire) {
+            for e in self.reconcile() {
+                log(&e);
+            }
+            // Drain what fired; one pass covers all of it.
+            let mut waited = false;
+            while let Ok(Some(_)) =
+                self.xs
+                    .next_watch_event(Some(if waited { Duration::ZERO } else { Self::POLL }))
+            {
+                waited = true;
+            }
+        }
+        Ok(())
+    }
+}

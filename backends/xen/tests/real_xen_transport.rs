@@ -1,0 +1,65 @@
+//! The Xen transport (spec appendix B) on a real Xen: builds the static `xen-transport-check`,
+//! runs it in the dom0 of Xen booted under QEMU (`scripts/xen/run-in-dom0.sh`), where it serves
+//! the transport with the pvabi-xen backend and boots an unprivileged PV domU whose guest side
+//! connects over real xenstored, grant tables and event channels; asserts every check passed.
+//!
+//! Needs the set-up of `scripts/xen/setup.sh` (CI runs it before the tests). Without it the test
+//! says `SKIP: ... because ...` on stderr and passes.
+
+mod common;
+
+use common::{build_payload, checks, run_in_dom0, setup};
+
+/// Checks the run must report as passed.
+const REQUIRED: &[&str] = &[
+    "domu_handshake",
+    "domu_base_calls",
+    "domu_console_write_in_window",
+    "domu_outside_window_is_invalid_address",
+    "domu_ring_refuses_shutdown",
+    "domu_event_notifies_channel",
+    "domu_many_calls",
+    "domu_close",
+    "domu_completed",
+    "backend_sequence",
+    "backend_console",
+    "backend_forgets_gone_domain",
+    "no_grant_mappings_left",
+];
+
+#[test]
+fn xen_transport_between_dom0_backend_and_domu_guest() {
+    if let Err(why) = setup() {
+        eprintln!("SKIP: xen_transport_between_dom0_backend_and_domu_guest because {why}");
+        return;
+    }
+    let bin = build_payload("xen-transport-check");
+    let out = run_in_dom0(&bin, &[], &["--role", "dom0"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    let code = out.status.code();
+    assert_ne!(code, Some(125), "dom0 did not run the checks:\n{stderr}");
+    assert_ne!(code, Some(124), "the Xen VM timed out:\n{stderr}");
+    let found = checks(&stdout, "XTCHECK");
+    let failed: Vec<_> = found
+        .iter()
+        .filter(|(_, (pass, _))| !pass)
+        .map(|(n, (_, d))| format!("{n}: {d}"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "transport checks failed on real Xen:\n{}",
+        failed.join("\n")
+    );
+    for name in REQUIRED {
+        assert!(found.contains_key(*name), "check {name} did not run");
+    }
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == format!("XTSUMMARY passed={} failed=0", found.len())),
+        "summary line missing or inconsistent"
+    );
+    assert_eq!(code, Some(0), "xen-transport-check exit status");
+}

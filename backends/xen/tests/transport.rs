@@ -1,0 +1,397 @@
+//! The Xen transport (spec appendix B) end to end in one process: the real backend and guest
+//! side code over the in-memory xenstore, grant table and event channels of
+//! `pvabi_xen::testing`. `tests/real_xen_transport.rs` runs the same code on a real Xen.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use pvabi::call::{
+    BASE_GET_ABI_VERSION, BASE_GET_BACKEND_ID, BASE_GET_FEATURES, BASE_RING_REGISTER,
+    CONSOLE_WRITE, EVENT_ALLOC, EVENT_REGISTER_PAGE, EVENT_SEND, POWER_SHUTDOWN,
+};
+use pvabi::ring::RingHeader;
+use pvabi::Status;
+use pvabi_xen::frontend::{Frontend, FrontendError, FrontendOptions, UnboundChannel};
+use pvabi_xen::testing::{MemEvtchn, MemGrants, MemXenStore};
+use pvabi_xen::transport::{
+    backend_dir, frontend_dir, state, Backend, BackendEvent, DomainFilter, DomainState,
+    EventChannel, EventChannelFactory, FEATURES,
+};
+use pvabi_xen::{Access, Perm, TxnId, XenStoreOps};
+
+struct World {
+    xs: MemXenStore,
+    grants: MemGrants,
+    bus: MemEvtchn,
+    backend: Arc<Mutex<Backend<MemXenStore>>>,
+    events: mpsc::Receiver<BackendEvent>,
+    stop: Arc<AtomicBool>,
+    runner: Option<JoinHandle<()>>,
+}
+
+impl World {
+    fn new(domains: &[u32]) -> World {
+        let mut all = vec![0];
+        all.extend_from_slice(domains);
+        let xs = MemXenStore::new(&all);
+        let grants = MemGrants::new(4096).expect("memfd");
+        let bus = MemEvtchn::default();
+        let factory: EventChannelFactory = {
+            let bus = bus.clone();
+            Arc::new(move || Ok(Arc::new(bus.open(0)) as Arc<dyn EventChannel>))
+        };
+        let backend = Arc::new(Mutex::new(Backend::new(
+            xs.connect(0),
+            0,
+            DomainFilter::All,
+            Arc::new(grants.as_domain(0)),
+            factory,
+        )));
+        let (tx, events) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let runner = {
+            let (backend, stop) = (backend.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    let ev = backend.lock().expect("backend").reconcile();
+                    for e in ev {
+                        let _ = tx.send(e);
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            })
+        };
+        World {
+            xs,
+            grants,
+            bus,
+            backend,
+            events,
+            stop,
+            runner: Some(runner),
+        }
+    }
+
+    fn wait_event(&self, want: impl Fn(&BackendEvent) -> bool) -> BackendEvent {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(e) if want(&e) => return e,
+                Ok(BackendEvent::XenstoreError(e)) => panic!("backend: {e}"),
+                Ok(_) => {}
+                Err(_) => panic!("the backend did not report the expected event in time"),
+            }
+        }
+    }
+
+    fn connect(
+        &self,
+        domid: u32,
+        opts: FrontendOptions,
+    ) -> Result<Frontend<MemXenStore>, FrontendError> {
+        let evtchn: Arc<dyn UnboundChannel> = Arc::new(self.bus.open(domid));
+        Frontend::connect(
+            self.xs.connect(domid),
+            &self.grants.as_domain(domid),
+            evtchn,
+            &FrontendOptions {
+                domid: Some(domid),
+                timeout: Duration::from_secs(10),
+                ..opts
+            },
+        )
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.runner.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn call(f: &mut Frontend<MemXenStore>, id: pvabi::CallId, args: [u64; 6]) -> (Status, u64) {
+    f.call(id.0, args).expect("the call completes")
+}
+
+fn read(xs: &mut MemXenStore, p: &str) -> String {
+    String::from_utf8(
+        xs.read(TxnId::NONE, p)
+            .unwrap_or_else(|e| panic!("{p}: {e}")),
+    )
+    .expect("utf8")
+}
+
+#[test]
+fn handshake_writes_both_directories_with_permissions() {
+    // XEN-1.
+    let w = World::new(&[5]);
+    w.wait_event(|e| *e == BackendEvent::Offered(5));
+    let mut xs = w.xs.connect(0);
+    let f = frontend_dir(5);
+    let b = backend_dir(0, 5);
+    assert_eq!(read(&mut xs, &format!("{f}/backend")), b);
+    assert_eq!(read(&mut xs, &format!("{f}/backend-id")), "0");
+    assert_eq!(read(&mut xs, &format!("{f}/state")), "1");
+    assert_eq!(read(&mut xs, &format!("{b}/frontend")), f);
+    assert_eq!(read(&mut xs, &format!("{b}/frontend-id")), "5");
+    assert_eq!(read(&mut xs, &format!("{b}/abi-version")), "65536");
+    assert_eq!(
+        read(&mut xs, &format!("{b}/features")),
+        FEATURES.bits().to_string()
+    );
+    assert_eq!(read(&mut xs, &format!("{b}/max-window-pages")), "1024");
+    assert_eq!(read(&mut xs, &format!("{b}/max-ring-order")), "8");
+    assert_eq!(read(&mut xs, &format!("{b}/state")), "2");
+    assert_eq!(
+        xs.get_perms(TxnId::NONE, &f).expect("perms"),
+        vec![Perm::new(5, Access::None), Perm::new(0, Access::Read)]
+    );
+    assert_eq!(
+        xs.get_perms(TxnId::NONE, &b).expect("perms"),
+        vec![Perm::new(0, Access::None), Perm::new(5, Access::Read)]
+    );
+    // The guest may write its own directory but not the backend's.
+    let mut guest = w.xs.connect(5);
+    guest
+        .write(TxnId::NONE, &format!("{f}/ring-order"), b"2")
+        .expect("own directory");
+    assert!(guest
+        .write(TxnId::NONE, &format!("{b}/state"), b"4")
+        .is_err());
+    assert_eq!(read(&mut xs, &format!("{b}/state")), "2");
+    // Another domain sees neither.
+    w.xs.connect(0)
+        .write(TxnId::NONE, "/local/domain/7", b"")
+        .expect("mkdir");
+    let mut other = w.xs.connect(7);
+    assert!(other.read(TxnId::NONE, &format!("{f}/backend")).is_err());
+}
+
+#[test]
+fn connected_guest_calls_through_the_granted_ring() {
+    // XEN-2, XEN-5, XEN-6, XEN-7, XEN-8.
+    let w = World::new(&[5]);
+    w.wait_event(|e| *e == BackendEvent::Offered(5));
+    let mut f = w.connect(5, FrontendOptions::default()).expect("connects");
+    w.wait_event(|e| *e == BackendEvent::Connected(5));
+    assert_eq!(
+        call(&mut f, BASE_GET_ABI_VERSION, [0; 6]),
+        (Status::SUCCESS, 0x0001_0000)
+    );
+    assert_eq!(
+        call(&mut f, BASE_GET_BACKEND_ID, [0; 6]),
+        (Status::SUCCESS, u64::from(pvabi::base::backend_id::XEN))
+    );
+    assert_eq!(
+        call(&mut f, BASE_GET_FEATURES, [0; 6]),
+        (Status::SUCCESS, FEATURES.bits())
+    );
+    // A buffer in the window reaches the console.
+    let text = b"hello from the window\n";
+    let buf = f.data_gpa();
+    f.window().write_bytes(buf, text).expect("window write");
+    assert_eq!(
+        call(&mut f, CONSOLE_WRITE, [buf, text.len() as u64, 0, 0, 0, 0]).0,
+        Status::SUCCESS
+    );
+    let console = w.backend.lock().expect("backend").console(5);
+    assert!(console.ends_with(text), "{console:?}");
+    // XEN-7: addresses outside the window are not guest RAM, on either side.
+    let base = f.window().regions()[0].0;
+    let end = base + f.window().size();
+    for gpa in [0, base - 4096, end, end - 4, u64::MAX - 8] {
+        assert_eq!(
+            call(&mut f, CONSOLE_WRITE, [gpa, 8, 0, 0, 0, 0]).0,
+            Status::INVALID_ADDRESS,
+            "CONSOLE.WRITE at {gpa:#x}"
+        );
+    }
+    // RING-6 on this transport: calls that do not return, and ring registration, are refused.
+    assert_eq!(
+        call(&mut f, POWER_SHUTDOWN, [0; 6]).0,
+        Status::INVALID_PARAM
+    );
+    assert_eq!(
+        call(&mut f, BASE_RING_REGISTER, [base, 0, 0, 0, 0, 0]).0,
+        Status::INVALID_PARAM
+    );
+    // XEN-8: an event raised for the guest notifies its event channel.
+    let page = buf + 4096;
+    f.window().zero(page, 4096).expect("zero");
+    assert_eq!(
+        call(&mut f, EVENT_REGISTER_PAGE, [page, 0, 0, 0, 0, 0]).0,
+        Status::SUCCESS
+    );
+    let (s, port) = call(&mut f, EVENT_ALLOC, [0; 6]);
+    assert_eq!(s, Status::SUCCESS);
+    while f.wait_notification(Duration::ZERO).expect("wait") {}
+    assert_eq!(
+        call(&mut f, EVENT_SEND, [port, 0, 0, 0, 0, 0]).0,
+        Status::SUCCESS
+    );
+    assert!(
+        f.wait_notification(Duration::from_secs(5)).expect("wait"),
+        "no notification after EVENT.SEND to self"
+    );
+    let served = match w.backend.lock().expect("backend").domain(5) {
+        Some(DomainState::Connected(c)) => (c.requests_served(), c.notifications_sent()),
+        other => panic!("not connected: {other:?}"),
+    };
+    assert!(served.0 >= 14 && served.1 >= 1, "{served:?}");
+    // Many calls in a row wrap the ring (order 4: 16 slots).
+    for i in 0..100u64 {
+        let (s, v) = call(&mut f, BASE_GET_ABI_VERSION, [i, 0, 0, 0, 0, 0]);
+        assert_eq!((s, v), (Status::SUCCESS, 0x0001_0000));
+    }
+}
+
+#[test]
+fn invalid_handshakes_are_refused_and_nothing_stays_mapped() {
+    // XEN-3, XEN-4, XEN-11: each bad guest gets Closed with a reason; a good one still connects.
+    let w = World::new(&[5, 6, 8, 9, 10, 11, 12, 13, 14, 15]);
+    let bad: &[(u32, FrontendOptions, &str)] = &[
+        (5, opts(&[("window-pages", "0")]), "window-pages"),
+        (6, opts(&[("window-pages", "1025")]), "window-pages"),
+        (8, opts(&[("ring-order", "9")]), "ring-order"),
+        (9, opts(&[("ring-gpa", "4097")]), "aligned"),
+        (10, opts(&[("ring-gpa", "4096")]), "window"),
+        (11, opts(&[("window-gfn", "-1")]), "decimal"),
+        (12, opts(&[("event-channel", "007")]), "leading zero"),
+        (
+            13,
+            opts(&[("window-index-ref", "4294967295")]),
+            "index page",
+        ),
+        (
+            14,
+            FrontendOptions {
+                skip_ring_header: true,
+                ..FrontendOptions::default()
+            },
+            "RING-12",
+        ),
+    ];
+    for (d, o, why) in bad {
+        w.wait_event(|e| *e == BackendEvent::Offered(*d) || matches!(e, BackendEvent::Offered(_)));
+        let before = w.bus.port_count();
+        match w.connect(*d, o.clone()) {
+            Err(FrontendError::Refused(reason)) => {
+                assert!(
+                    reason.contains(why),
+                    "domain {d}: reason {reason:?} lacks {why:?}"
+                )
+            }
+            other => panic!("domain {d}: expected a refusal, got {other:?}"),
+        }
+        let mut xs = w.xs.connect(0);
+        assert_eq!(read(&mut xs, &format!("{}/state", backend_dir(0, *d))), "6");
+        assert!(matches!(
+            w.backend.lock().expect("backend").domain(*d),
+            Some(DomainState::Closed(_))
+        ));
+        // The guest's handle (and its unbound port) went with the failed connect, and the
+        // backend keeps no binding of its own.
+        assert_eq!(w.bus.port_count(), before, "domain {d}");
+    }
+    let mut good = w
+        .connect(15, FrontendOptions::default())
+        .expect("a good guest connects");
+    assert_eq!(
+        call(&mut good, BASE_GET_ABI_VERSION, [0; 6]),
+        (Status::SUCCESS, 0x0001_0000)
+    );
+}
+
+fn opts(o: &[(&str, &str)]) -> FrontendOptions {
+    FrontendOptions {
+        overrides: o
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), v.as_bytes().to_vec()))
+            .collect(),
+        ..FrontendOptions::default()
+    }
+}
+
+#[test]
+fn closing_stops_the_ring_and_a_gone_domain_is_forgotten() {
+    // XEN-9.
+    let w = World::new(&[5]);
+    w.wait_event(|e| *e == BackendEvent::Offered(5));
+    let mut f = w.connect(5, FrontendOptions::default()).expect("connects");
+    assert_eq!(
+        call(&mut f, BASE_GET_ABI_VERSION, [0; 6]).0,
+        Status::SUCCESS
+    );
+    let ports = w.bus.port_count();
+    f.close().expect("closes");
+    w.wait_event(|e| *e == BackendEvent::Closed(5));
+    // The backend's binding is gone; the guest's port stays its own.
+    assert_eq!(w.bus.port_count(), ports - 1);
+    // A request posted after Closed is never consumed, and the ring is not written.
+    let ring = f.window().regions()[0].0;
+    let before = f.window().read_bytes(ring, 4096, 4096).expect("ring");
+    match f.call(BASE_GET_ABI_VERSION.0, [0; 6]) {
+        Err(FrontendError::Timeout(_)) | Err(FrontendError::Io(_)) => {}
+        other => panic!("a closed ring answered: {other:?}"),
+    }
+    let after = f.window().read_bytes(ring, 4096, 4096).expect("ring");
+    assert_eq!(
+        before[RingHeader::REQ_CONS..RingHeader::REQ_CONS + 4],
+        after[RingHeader::REQ_CONS..RingHeader::REQ_CONS + 4]
+    );
+    assert_eq!(
+        before[RingHeader::CMP_PROD..RingHeader::CMP_PROD + 4],
+        after[RingHeader::CMP_PROD..RingHeader::CMP_PROD + 4]
+    );
+    // The domain goes away: the backend directory goes with it.
+    w.xs.destroy_domain(5);
+    w.wait_event(|e| *e == BackendEvent::Gone(5));
+    assert!(w
+        .xs
+        .connect(0)
+        .read(TxnId::NONE, &format!("{}/state", backend_dir(0, 5)))
+        .is_err());
+    assert!(w.backend.lock().expect("backend").domain(5).is_none());
+}
+
+#[test]
+fn a_hostile_guest_does_not_disturb_another() {
+    // XEN-11: one guest scribbles its ring and keys while connected; the other keeps working.
+    let w = World::new(&[5, 6]);
+    let mut a = w.connect(5, FrontendOptions::default()).expect("a");
+    let mut b = w.connect(6, FrontendOptions::default()).expect("b");
+    let ring = a.window().regions()[0].0;
+    // Counters far out of range (RING-9), then keys rewritten after Connected (XEN-3).
+    a.window()
+        .store_u32(
+            ring + RingHeader::REQ_PROD as u64,
+            0xdead_beef,
+            Ordering::Release,
+        )
+        .expect("scribble");
+    let _ = a.xenstore().write(
+        TxnId::NONE,
+        &format!("{}/window-pages", frontend_dir(5)),
+        b"1000000",
+    );
+    for _ in 0..20 {
+        let _ = EventChannel::notify(&w.bus.open(5), 0);
+    }
+    for i in 0..50u64 {
+        assert_eq!(
+            call(&mut b, BASE_GET_ABI_VERSION, [i, 0, 0, 0, 0, 0]),
+            (Status::SUCCESS, 0x0001_0000)
+        );
+    }
+    assert!(matches!(
+        w.backend.lock().expect("backend").domain(5),
+        Some(DomainState::Connected(_))
+    ));
+    let _ = state::CONNECTED;
+}
