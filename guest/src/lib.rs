@@ -11,8 +11,8 @@
 //!   what the upcall entry needs ([`upcall`]).
 //! * **Gates** ([`gate`]): I/O port, MMIO, `vmcall`, `vmmcall`, the in-process gate of the mock
 //!   ([`InProcessFn`], [`InProcessRegs`]) and the shared-ring gate ([`ring`]). All `unsafe`
-//!   code of the crate is in [`gate`]; every other module is compiled with
-//!   `deny(unsafe_code)`.
+//!   code of the crate is in [`gate`] and [`xen`] (hypercalls); every other module is
+//!   compiled with `deny(unsafe_code)`.
 //! * **Typed wrappers** for every v1 service: [`console`], [`clock`], [`vcpu`], [`event`],
 //!   [`memory`], [`grant`], [`store`], [`power`], [`multicall`] and, for certification,
 //!   [`harness`]. They return `Result<T, pvabi::Status>`. Guest memory is passed as Rust
@@ -89,6 +89,8 @@ pub mod store;
 pub mod translate;
 pub mod upcall;
 pub mod vcpu;
+#[allow(unsafe_code)]
+pub mod xen;
 
 pub use discovery::{DiscoverError, DiscoverOptions, DiscoverySource, HostInfo};
 pub use gate::arena::{GuestArena, TakeOnce};

@@ -1,0 +1,456 @@
+//! The dom0 side of the PVH guest test: boots the bare-metal PVH kernel of
+//! `backends/xen/tests/guests/pvh` as a domU with `pvabi-pvh-run --paused`, prepares the
+//! handshake of spec appendix B in xenstore as a backend would (`XEN-1`), unpauses the domain,
+//! waits for the guest's `state` = 3, validates the guest's keys as `XEN-3` says and maps the
+//! window through /dev/xen/gntdev to see the ring header the guest wrote. With no ring
+//! backend in the run it then refuses the handshake (`XEN-4`: `error`, `state` = 6), so that the
+//! guest finishes; the guest's console comes back as `PVH-LOG <line>`.
+//!
+//! The PVH image is appended to this program's own file (the test does that): the last 16 bytes
+//! are the image length (`u64` little-endian) and the magic `PVHIMAGE`.
+//!
+//! Output lines:
+//!
+//! ```text
+//! DOM0-CHECK <name> ok|fail <detail>
+//! PVH-TIMING <name> <seconds>
+//! PVH-LOG <a line of the guest's console>
+//! ```
+//!
+//! Exit status 0 when every dom0 check passed, 1 otherwise.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use pvabi::ring::RingHeader;
+use pvabi_xen::{Access, Perm, TxnId, XenStore, XenStoreOps};
+
+const MAGIC: &[u8; 8] = b"PVHIMAGE";
+const NAME: &str = "pvh-check";
+const MAX_WINDOW_PAGES: u64 = 1024;
+const MAX_RING_ORDER: u64 = 8;
+const GUEST_KEYS: [&str; 6] = [
+    "window-gfn",
+    "window-pages",
+    "window-index-ref",
+    "ring-gpa",
+    "ring-order",
+    "event-channel",
+];
+
+struct Checks {
+    failed: u32,
+}
+
+impl Checks {
+    fn report(&mut self, name: &str, r: Result<String, String>) -> bool {
+        match r {
+            Ok(d) => {
+                println!("DOM0-CHECK {name} ok {d}");
+                true
+            }
+            Err(d) => {
+                println!("DOM0-CHECK {name} fail {d}");
+                self.failed += 1;
+                false
+            }
+        }
+    }
+}
+
+fn timing(name: &str, since: Instant) {
+    println!("PVH-TIMING {name} {:.2}", since.elapsed().as_secs_f64());
+}
+
+/// The image appended to this program's file.
+fn extract_image() -> Result<Vec<u8>, String> {
+    let me = std::fs::read("/proc/self/exe").map_err(|e| format!("read /proc/self/exe: {e}"))?;
+    let n = me.len();
+    if n < 16 || &me[n - 8..] != MAGIC {
+        return Err("no PVH image appended to this program".into());
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&me[n - 16..n - 8]);
+    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|e| e.to_string())?;
+    let start = (n - 16)
+        .checked_sub(len)
+        .ok_or("appended image length is larger than the file")?;
+    Ok(me[start..n - 16].to_vec())
+}
+
+/// Parses a decimal as `XEN-3` says: digits only, no leading zeros, at most 20 digits.
+fn parse_key(v: &[u8]) -> Result<u64, String> {
+    let s = std::str::from_utf8(v).map_err(|_| format!("{v:?} is not UTF-8"))?;
+    if s.is_empty()
+        || s.len() > 20
+        || (s.len() > 1 && s.starts_with('0'))
+        || !s.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(format!(
+            "{s:?} is not a decimal without sign or leading zeros"
+        ));
+    }
+    s.parse::<u64>().map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// The backend's side of `XEN-1` for domain `d`, backend dom0.
+fn prepare(xs: &mut XenStore, d: u32) -> Result<String, String> {
+    let fdir = format!("/local/domain/{d}/device/pvabi/0");
+    let bdir = format!("/local/domain/0/backend/pvabi/{d}/0");
+    let t = TxnId::NONE;
+    let guest_perms = [Perm::new(d, Access::None), Perm::new(0, Access::Read)];
+    let backend_perms = [Perm::new(0, Access::None), Perm::new(d, Access::Read)];
+    let e = |what: &str, err: pvabi_xen::Error| format!("{what}: {err}");
+    let fkeys: [(&str, String); 3] = [
+        ("backend", bdir.clone()),
+        ("backend-id", "0".into()),
+        ("state", "1".into()),
+    ];
+    xs.mkdir(t, &fdir).map_err(|x| e(&fdir, x))?;
+    xs.set_perms(t, &fdir, &guest_perms)
+        .map_err(|x| e(&fdir, x))?;
+    for (k, v) in &fkeys {
+        let p = format!("{fdir}/{k}");
+        xs.write(t, &p, v.as_bytes()).map_err(|x| e(&p, x))?;
+        xs.set_perms(t, &p, &guest_perms).map_err(|x| e(&p, x))?;
+    }
+    let bkeys: [(&str, String); 6] = [
+        ("frontend", fdir.clone()),
+        ("frontend-id", d.to_string()),
+        ("abi-version", pvabi::ABI_VERSION.to_u32().to_string()),
+        ("features", "0".into()),
+        ("max-window-pages", MAX_WINDOW_PAGES.to_string()),
+        ("max-ring-order", MAX_RING_ORDER.to_string()),
+    ];
+    xs.mkdir(t, &bdir).map_err(|x| e(&bdir, x))?;
+    xs.set_perms(t, &bdir, &backend_perms)
+        .map_err(|x| e(&bdir, x))?;
+    for (k, v) in bkeys.iter().chain([("state", "2".to_string())].iter()) {
+        let p = format!("{bdir}/{k}");
+        xs.write(t, &p, v.as_bytes()).map_err(|x| e(&p, x))?;
+        xs.set_perms(t, &p, &backend_perms).map_err(|x| e(&p, x))?;
+    }
+    Ok(format!("{fdir} state=1, {bdir} state=2"))
+}
+
+/// The guest's keys, read once and validated as `XEN-3` says.
+fn guest_keys(xs: &mut XenStore, d: u32) -> Result<[u64; 6], String> {
+    let fdir = format!("/local/domain/{d}/device/pvabi/0");
+    let mut v = [0u64; 6];
+    for (slot, k) in v.iter_mut().zip(GUEST_KEYS) {
+        let p = format!("{fdir}/{k}");
+        let raw = xs.read(TxnId::NONE, &p).map_err(|e| format!("{p}: {e}"))?;
+        *slot = parse_key(&raw).map_err(|e| format!("{k}: {e}"))?;
+    }
+    let [gfn, pages, _index_ref, ring_gpa, order, _port] = v;
+    if !(1..=MAX_WINDOW_PAGES).contains(&pages) {
+        return Err(format!(
+            "window-pages {pages} outside 1..={MAX_WINDOW_PAGES}"
+        ));
+    }
+    if order > MAX_RING_ORDER {
+        return Err(format!("ring-order {order} above {MAX_RING_ORDER}"));
+    }
+    let start = gfn.checked_mul(4096).ok_or("window-gfn overflows")?;
+    let end = gfn
+        .checked_add(pages)
+        .and_then(|e| e.checked_mul(4096))
+        .filter(|&e| e <= 1 << 52)
+        .ok_or("window does not end below 2^52")?;
+    if ring_gpa % 4096 != 0 {
+        return Err(format!("ring-gpa {ring_gpa:#x} not page-aligned"));
+    }
+    let ring_end = ring_gpa
+        .checked_add(RingHeader::ring_bytes(order as u32))
+        .ok_or("ring end overflows")?;
+    if ring_gpa < start || ring_end > end {
+        return Err(format!(
+            "ring [{ring_gpa:#x}, {ring_end:#x}) not inside the window [{start:#x}, {end:#x})"
+        ));
+    }
+    Ok(v)
+}
+
+/// /dev/xen/gntdev: maps one page another domain granted, read-only, and copies it out.
+mod gntdev {
+    use std::fs::OpenOptions;
+    use std::os::fd::AsRawFd;
+
+    #[repr(C)]
+    struct MapGrantRef {
+        count: u32,
+        pad: u32,
+        index: u64,
+        domid: u32,
+        gref: u32,
+    }
+
+    #[repr(C)]
+    struct UnmapGrantRef {
+        index: u64,
+        count: u32,
+        pad: u32,
+    }
+
+    /// `_IOC(_IOC_NONE, 'G', 0, sizeof(struct ioctl_gntdev_map_grant_ref))`.
+    const IOCTL_GNTDEV_MAP_GRANT_REF: libc::c_ulong =
+        ((std::mem::size_of::<MapGrantRef>() as libc::c_ulong) << 16) | (0x47 << 8);
+    /// `_IOC(_IOC_NONE, 'G', 1, sizeof(struct ioctl_gntdev_unmap_grant_ref))`.
+    const IOCTL_GNTDEV_UNMAP_GRANT_REF: libc::c_ulong =
+        ((std::mem::size_of::<UnmapGrantRef>() as libc::c_ulong) << 16) | (0x47 << 8) | 1;
+
+    /// The 4096 bytes of grant `gref` of domain `domid`.
+    pub fn read_page(domid: u32, gref: u32) -> Result<Vec<u8>, String> {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/xen/gntdev")
+            .map_err(|e| format!("open /dev/xen/gntdev: {e}"))?;
+        let fd = f.as_raw_fd();
+        let mut map = MapGrantRef {
+            count: 1,
+            pad: 0,
+            index: 0,
+            domid,
+            gref,
+        };
+        // SAFETY: `fd` is an open gntdev file; the ioctl reads and writes exactly one
+        // `ioctl_gntdev_map_grant_ref` with one reference, which `map` is (same layout).
+        let r =
+            unsafe { libc::ioctl(fd, IOCTL_GNTDEV_MAP_GRANT_REF, &mut map as *mut MapGrantRef) };
+        if r != 0 {
+            return Err(format!(
+                "IOCTL_GNTDEV_MAP_GRANT_REF(dom {domid}, ref {gref}): {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let offset = map.index as libc::off_t;
+        // SAFETY: maps the one page the ioctl prepared at `offset` of `fd`, read-only and
+        // shared, at an address the kernel chooses; no existing mapping is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                offset,
+            )
+        };
+        let out = if p == libc::MAP_FAILED {
+            Err(format!(
+                "mmap of grant {gref}: {}",
+                std::io::Error::last_os_error()
+            ))
+        } else {
+            let mut page = vec![0u8; 4096];
+            for (i, b) in page.iter_mut().enumerate() {
+                // SAFETY: `p` maps 4096 readable bytes; `i < 4096`. Volatile: the granting
+                // domain may change the page at any time.
+                *b = unsafe { std::ptr::read_volatile((p as *const u8).add(i)) };
+            }
+            // SAFETY: `p` is the 4096-byte mapping made above, unmapped once.
+            unsafe { libc::munmap(p, 4096) };
+            Ok(page)
+        };
+        let mut unmap = UnmapGrantRef {
+            index: map.index,
+            count: 1,
+            pad: 0,
+        };
+        // SAFETY: releases the reference mapped above; `unmap` has the ioctl's layout.
+        unsafe {
+            libc::ioctl(
+                fd,
+                IOCTL_GNTDEV_UNMAP_GRANT_REF,
+                &mut unmap as *mut UnmapGrantRef,
+            )
+        };
+        out
+    }
+}
+
+/// Maps the index page and the ring's page and checks what the guest wrote: the index entries
+/// are grant references, and the ring header has the magic, the order and zeroed counters.
+fn check_window(d: u32, keys: &[u64; 6]) -> Result<String, String> {
+    let [gfn, pages, index_ref, ring_gpa, order, _] = *keys;
+    let index = gntdev::read_page(d, u32::try_from(index_ref).map_err(|e| e.to_string())?)?;
+    let refs: Vec<u32> = index
+        .chunks_exact(4)
+        .take(pages as usize)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let ring_page = (ring_gpa / 4096 - gfn) as usize;
+    let ring_ref = *refs.get(ring_page).ok_or("ring page outside the index")?;
+    let page = gntdev::read_page(d, ring_ref)?;
+    let off = (ring_gpa % 4096) as usize;
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            page[off + i],
+            page[off + i + 1],
+            page[off + i + 2],
+            page[off + i + 3],
+        ])
+    };
+    let (magic, got_order) = (word(0), word(4));
+    let counters: Vec<u32> = (2..7).map(|i| word(4 * i)).collect();
+    if magic != RingHeader::MAGIC
+        || u64::from(got_order) != order
+        || counters.iter().any(|&c| c != 0)
+    {
+        return Err(format!(
+            "ring header magic={magic:#x} order={got_order} counters={counters:?} (index refs {refs:?})"
+        ));
+    }
+    Ok(format!(
+        "index refs {refs:?}; ring page through ref {ring_ref}: magic PVRG, order {got_order}, counters zero"
+    ))
+}
+
+fn main() -> ExitCode {
+    let t0 = Instant::now();
+    let mut checks = Checks { failed: 0 };
+    let image = match extract_image() {
+        Ok(i) => i,
+        Err(e) => {
+            checks.report("image", Err(e));
+            return ExitCode::from(1);
+        }
+    };
+    let img_path = "/tmp/pvh-check.elf";
+    if let Err(e) = std::fs::write(img_path, &image) {
+        checks.report("image", Err(format!("write {img_path}: {e}")));
+        return ExitCode::from(1);
+    }
+    let mut xs = match XenStore::open_default() {
+        Ok(x) => x,
+        Err(e) => {
+            checks.report("xenstore_open", Err(e.to_string()));
+            return ExitCode::from(1);
+        }
+    };
+    let t_create = Instant::now();
+    let mut child = match Command::new("pvabi-pvh-run")
+        .args(["--paused", "--timeout", "150", "--name", NAME, img_path])
+        .stdout(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            checks.report("domain_created", Err(format!("spawn pvabi-pvh-run: {e}")));
+            return ExitCode::from(1);
+        }
+    };
+    let Some(stdout) = child.stdout.take() else {
+        checks.report("domain_created", Err("no stdout pipe".into()));
+        return ExitCode::from(1);
+    };
+    let mut stdout = BufReader::new(stdout);
+    let mut first = String::new();
+    let _ = stdout.read_line(&mut first);
+    let domid = first
+        .trim()
+        .strip_prefix("PVH-RUN-CREATED ")
+        .and_then(|d| d.parse::<u32>().ok());
+    timing("domain_create", t_create);
+    let created = checks.report(
+        "domain_created",
+        domid
+            .map(|d| format!("domid={d}"))
+            .ok_or_else(|| format!("pvabi-pvh-run said {first:?}")),
+    );
+    let mut guest_state = None;
+    if let (true, Some(d)) = (created, domid) {
+        let prepared = checks.report("backend_initwait", prepare(&mut xs, d));
+        let t_run = Instant::now();
+        let unpaused = Command::new("xl")
+            .args(["unpause", &d.to_string()])
+            .status()
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                if s.success() {
+                    Ok(())
+                } else {
+                    Err(format!("xl unpause: {s}"))
+                }
+            });
+        checks.report("domain_unpaused", unpaused.map(|()| format!("domid={d}")));
+        if prepared {
+            // Wait for the guest's Initialised (or its end).
+            let path = format!("/local/domain/{d}/device/pvabi/0/state");
+            let deadline = Instant::now() + Duration::from_secs(120);
+            loop {
+                let st = xs.read(TxnId::NONE, &path).ok();
+                if let Some(v) = st.as_deref() {
+                    if v != b"1" {
+                        guest_state = Some(String::from_utf8_lossy(v).into_owned());
+                        break;
+                    }
+                }
+                if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            timing("guest_initialised", t_run);
+            let initialised = checks.report(
+                "guest_initialised",
+                match guest_state.as_deref() {
+                    Some("3") => Ok("guest state 3".into()),
+                    other => Err(format!("guest state {other:?}")),
+                },
+            );
+            if initialised {
+                let keys = guest_keys(&mut xs, d);
+                let shown = keys.as_ref().map(|k| {
+                    GUEST_KEYS
+                        .iter()
+                        .zip(k)
+                        .map(|(n, v)| format!("{n}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                });
+                checks.report("guest_keys", shown.map_err(|e| e.clone()));
+                if let Ok(k) = keys {
+                    checks.report("window_granted", check_window(d, &k));
+                }
+                // No ring backend in this run: refuse as XEN-4 says, so that the guest ends.
+                let bdir = format!("/local/domain/0/backend/pvabi/{d}/0");
+                let refused = xs
+                    .write(
+                        TxnId::NONE,
+                        &format!("{bdir}/error"),
+                        b"pvh-check: no ring backend in this run",
+                    )
+                    .and_then(|()| xs.write(TxnId::NONE, &format!("{bdir}/state"), b"6"));
+                checks.report(
+                    "backend_closed",
+                    refused
+                        .map(|()| "error written, state 6".into())
+                        .map_err(|e| e.to_string()),
+                );
+            }
+        }
+    }
+    let mut rest = String::new();
+    let _ = stdout.read_to_string(&mut rest);
+    let status = child.wait();
+    timing("total", t0);
+    for line in rest.lines() {
+        println!("PVH-LOG {line}");
+    }
+    checks.report(
+        "pvh_run_exit",
+        match status {
+            Ok(s) if s.success() => Ok("0".into()),
+            Ok(s) => Err(format!("pvabi-pvh-run: {s}")),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    if checks.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

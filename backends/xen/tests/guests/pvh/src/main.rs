@@ -1,0 +1,576 @@
+//! A bare-metal PVH kernel that checks the guest side of pvabi's Xen transport under a real Xen.
+//!
+//! Xen enters `_start` in 32-bit protected mode without paging, with EBX = the guest-physical
+//! address of the `hvm_start_info` (the `XEN_ELFNOTE_PHYS32_ENTRY` contract). The entry code
+//! identity maps the first 4 GiB with 2 MiB pages (Xen's special pages, the console and
+//! xenstore rings, sit just below 4 GiB), enables long mode and SSE, switches to a
+//! 64-bit GDT and a stack in .bss, and calls [`pvh_main`].
+//!
+//! The kernel prints one `PVH-CHECK <name> ok|fail <detail>` line per step on the PV console
+//! (and on Xen's debug port 0xE9), then `PVH-CONNECT connected|refused|failed <detail>` for the
+//! end of the handshake, the ring checks when the backend connected, and `PVH-DONE`, and powers
+//! off with `SCHEDOP_shutdown`.
+#![no_std]
+#![no_main]
+
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+use pvabi::call;
+use pvabi_guest::shared::RingShared;
+use pvabi_guest::xen::abi::{self as xa, xenbus_state};
+use pvabi_guest::xen::console::{ConsInterface, PvConsole};
+use pvabi_guest::xen::grant::{GrantEntryV1, GrantTable, ENTRIES_PER_FRAME};
+use pvabi_guest::xen::handshake::{self, FrontendKeys};
+use pvabi_guest::xen::hypercall::{Doorbell, EventChannel};
+use pvabi_guest::xen::ring::{init_header, XenRing};
+use pvabi_guest::xen::xenstore::{XsClient, XsInterface};
+use pvabi_guest::xen::{self, Hypercalls, StrBuf, XenError};
+use pvabi_image_rt as _;
+
+core::arch::global_asm!(
+    r#"
+    .section .note.Xen, "a", @note
+    .balign 4
+    .long 4
+    .long 4
+    .long 18
+    .asciz "Xen"
+    .balign 4
+    .long _start
+    .balign 4
+
+    .section .text._start, "ax"
+    .code32
+    .global _start
+_start:
+    cli
+    cld
+    mov %ebx, %esi
+    mov $__bss_start, %edi
+    mov $__bss_end, %ecx
+    sub %edi, %ecx
+    xor %eax, %eax
+    rep stosb
+    mov $pvh_pdpt, %eax
+    or $3, %eax
+    mov %eax, pvh_pml4
+    mov $pvh_pdpt, %edi
+    mov $pvh_pd, %eax
+    or $3, %eax
+    mov $4, %ecx
+3:
+    mov %eax, (%edi)
+    add $4096, %eax
+    add $8, %edi
+    dec %ecx
+    jnz 3b
+    mov $pvh_pd, %edi
+    mov $0x83, %eax
+    mov $2048, %ecx
+1:
+    mov %eax, (%edi)
+    movl $0, 4(%edi)
+    add $0x200000, %eax
+    add $8, %edi
+    dec %ecx
+    jnz 1b
+    mov $0x620, %eax
+    mov %eax, %cr4
+    mov $pvh_pml4, %eax
+    mov %eax, %cr3
+    mov $0xC0000080, %ecx
+    rdmsr
+    or $0x100, %eax
+    wrmsr
+    mov %cr0, %eax
+    and $0xFFFFFFFB, %eax
+    or $0x80000003, %eax
+    mov %eax, %cr0
+    lgdt pvh_gdt_ptr
+    ljmp $0x08, $pvh_long
+
+    .code64
+pvh_long:
+    mov $0x10, %eax
+    mov %eax, %ds
+    mov %eax, %es
+    mov %eax, %ss
+    xor %eax, %eax
+    mov %eax, %fs
+    mov %eax, %gs
+    lea pvh_stack_top(%rip), %rsp
+    mov %esi, %edi
+    call pvh_main
+2:
+    hlt
+    jmp 2b
+
+    .section .rodata.pvh_gdt, "a"
+    .balign 16
+pvh_gdt:
+    .quad 0
+    .quad 0x00af9a000000ffff
+    .quad 0x00cf92000000ffff
+pvh_gdt_ptr:
+    .word 23
+    .long pvh_gdt
+
+    .section .bss.pvh_tables, "aw", @nobits
+    .balign 4096
+pvh_pml4:
+    .skip 4096
+pvh_pdpt:
+    .skip 4096
+pvh_pd:
+    .skip 4 * 4096
+pvh_stack:
+    .skip 65536
+pvh_stack_top:
+"#,
+    options(att_syntax)
+);
+
+/// One 4 KiB page of bytes that other parties may change (Xen, the backend).
+#[repr(C, align(4096))]
+struct Page([AtomicU8; 4096]);
+
+impl Page {
+    const fn new() -> Self {
+        Self([const { AtomicU8::new(0) }; 4096])
+    }
+}
+
+/// Xen writes the hypercall stubs here (via the MSR); executed, never read by Rust.
+static HYPERCALL_PAGE: Page = Page::new();
+
+/// The frame where grant-table frame 0 is mapped (its RAM page is replaced).
+#[repr(C, align(4096))]
+struct GrantFrame([GrantEntryV1; ENTRIES_PER_FRAME]);
+static GRANT_FRAME: GrantFrame = GrantFrame([const { GrantEntryV1::new() }; ENTRIES_PER_FRAME]);
+
+/// The window granted to the backend: the ring (page 0) and a data page (page 1).
+#[repr(C, align(4096))]
+struct Window {
+    ring: RingShared<8>,
+    data: Page,
+}
+static WINDOW: Window = Window {
+    ring: RingShared::new(),
+    data: Page::new(),
+};
+const WINDOW_PAGES: u32 = (core::mem::size_of::<Window>() / 4096) as u32;
+
+/// The index page: grant references of the window pages.
+#[repr(C, align(4096))]
+struct IndexPage([AtomicU32; 1024]);
+static INDEX: IndexPage = IndexPage([const { AtomicU32::new(0) }; 1024]);
+
+/// A buffer outside the window (for the XEN-7 check).
+static OUTSIDE: Page = Page::new();
+
+/// The first grant reference used (0..7 are reserved).
+const FIRST_REF: u32 = 8;
+/// Polls of a xenstore node while waiting for the backend's state.
+const STATE_POLLS: u64 = 200_000;
+/// Idle polls per xenstore or console wait.
+const SPIN: u64 = 50_000_000;
+
+fn gpa<T>(r: &T) -> u64 {
+    r as *const T as u64
+}
+
+fn e9(s: &[u8]) {
+    for &b in s {
+        // SAFETY: port 0xE9 is Xen's debug console port for HVM/PVH guests; an `out` to it has
+        // no effect on memory.
+        unsafe {
+            core::arch::asm!("out dx, al", in("dx") 0xE9u16, in("al") b, options(nostack, nomem))
+        };
+    }
+}
+
+/// The console: the PV console ring when set up, and port 0xE9 always.
+struct Out<'a> {
+    pv: Option<PvConsole<'a, EventChannel>>,
+}
+
+impl Write for Out<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        e9(s.as_bytes());
+        if let Some(pv) = self.pv.as_mut() {
+            let _ = pv.write_bytes(s.as_bytes());
+        }
+        Ok(())
+    }
+}
+
+/// Prints `PVH-CHECK <name> ok|fail <detail>` and evaluates to whether it passed.
+macro_rules! check {
+    ($out:expr, $name:expr, $ok:expr, $($fmt:tt)*) => {{
+        let ok: bool = $ok;
+        let _ = writeln!(
+            $out,
+            "PVH-CHECK {} {} {}",
+            $name,
+            if ok { "ok" } else { "fail" },
+            format_args!($($fmt)*)
+        );
+        ok
+    }};
+}
+
+fn off(hc: Option<Hypercalls>, out: &mut Out<'_>, reason: u32) -> ! {
+    let _ = writeln!(out, "PVH-DONE");
+    if let Some(pv) = out.pv.as_mut() {
+        let _ = pv.flush();
+    }
+    if let Some(hc) = hc {
+        let _ = hc.shutdown(reason);
+    }
+    loop {
+        // SAFETY: `hlt` with interrupts disabled stops this vCPU; no memory effect.
+        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Maps a guest frame of the identity-mapped first 4 GiB as a `T` made of atomics.
+///
+/// # Safety
+///
+/// `pfn` must be a frame that Xen set aside for the shared structure `T` (console or xenstore
+/// page), not overlapping any Rust object, and `T` must consist of atomics only.
+unsafe fn shared_page<T>(pfn: u64) -> Option<&'static T> {
+    if pfn == 0 || pfn >= (1 << 32) / 4096 {
+        return None;
+    }
+    // SAFETY: the entry code identity maps [0, 4 GiB) writable, so the frame is mapped at
+    // `pfn * 4096`, page-aligned (enough for `T`'s atomics); per the caller it is a shared page
+    // of type `T` that no Rust object overlaps, and atomics tolerate concurrent changes.
+    Some(unsafe { &*((pfn * 4096) as *const T) })
+}
+
+/// Status as text for check details.
+struct St(pvabi::Status);
+impl core::fmt::Display for St {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "status={}", self.0 .0)
+    }
+}
+
+/// The domain id in the `domid` node.
+fn read_domid<D: Doorbell>(xs: &mut XsClient<'_, D>) -> Result<u32, XenError> {
+    let d = xs.read_u64("domid")?;
+    u32::try_from(d).map_err(|_| XenError::BadValue)
+}
+
+#[no_mangle]
+extern "C" fn pvh_main(start_info: u64) -> ! {
+    let mut out = Out { pv: None };
+    let Some(xen) = xen::detect(xen::cpuid_native) else {
+        let _ = writeln!(out, "PVH-CHECK xen_detect fail no Xen CPUID leaves");
+        off(None, &mut out, xa::SHUTDOWN_CRASH);
+    };
+    // SAFETY: we run in ring 0 of a PVH guest of this Xen (the PHYS32 entry); HYPERCALL_PAGE is
+    // a page-aligned page of this image reserved for the stubs, identity mapped (VA == GPA) and
+    // executable (the 2 MiB mappings have no NX bit), used by nothing else.
+    let installed = unsafe {
+        Hypercalls::install(
+            &xen,
+            HYPERCALL_PAGE.0.as_ptr() as *mut u8,
+            gpa(&HYPERCALL_PAGE),
+        )
+    };
+    let Ok(hc) = installed else {
+        let _ = writeln!(out, "PVH-CHECK hypercall_page fail no hypercall page");
+        off(None, &mut out, xa::SHUTDOWN_CRASH);
+    };
+    // The PV console first, so that everything after shows up in the console log.
+    let con_pfn = hc.hvm_get_param(xa::HVM_PARAM_CONSOLE_PFN);
+    let con_port = hc.hvm_get_param(xa::HVM_PARAM_CONSOLE_EVTCHN);
+    if let (Ok(pfn), Ok(port)) = (con_pfn, con_port) {
+        // SAFETY: HVM_PARAM_CONSOLE_PFN names the console ring page the toolstack set aside
+        // outside this image; ConsInterface is atomics only.
+        if let Some(intf) = unsafe { shared_page::<ConsInterface>(pfn) } {
+            out.pv = Some(PvConsole::new(
+                intf,
+                EventChannel {
+                    hc,
+                    port: port as u32,
+                },
+                SPIN,
+            ));
+        }
+    }
+    let _ = writeln!(out, "PVH-BEGIN");
+    let magic = if start_info != 0 && start_info < (1 << 32) - 4 && start_info.is_multiple_of(4) {
+        // SAFETY: Xen passes the hvm_start_info's address in EBX; it lies in the
+        // identity-mapped first 4 GiB (checked) and 4 aligned bytes are read, volatile.
+        unsafe { core::ptr::read_volatile(start_info as *const u32) }
+    } else {
+        0
+    };
+    check!(
+        out,
+        "start_info",
+        magic == xa::HVM_START_MAGIC,
+        "addr={start_info:#x} magic={magic:#x}"
+    );
+    check!(
+        out,
+        "xen_detect",
+        true,
+        "base={:#x} version={}.{} hypercall_msr={:#x}",
+        xen.base,
+        xen.major(),
+        xen.minor(),
+        xen.hypercall_msr
+    );
+    // A hypercall through the page that must succeed proves the page works.
+    check!(
+        out,
+        "hypercall_page",
+        con_pfn.is_ok(),
+        "page={:#x} hvm_get_param={:?}",
+        gpa(&HYPERCALL_PAGE),
+        con_pfn
+    );
+    check!(
+        out,
+        "pv_console",
+        out.pv.is_some(),
+        "pfn={con_pfn:x?} evtchn={con_port:?}"
+    );
+
+    // Xenstore.
+    let store_pfn = hc.hvm_get_param(xa::HVM_PARAM_STORE_PFN);
+    let store_port = hc.hvm_get_param(xa::HVM_PARAM_STORE_EVTCHN);
+    let intf = match store_pfn {
+        // SAFETY: HVM_PARAM_STORE_PFN names the xenstore ring page the toolstack set aside
+        // outside this image; XsInterface is atomics only.
+        Ok(pfn) => unsafe { shared_page::<XsInterface>(pfn) },
+        Err(_) => None,
+    };
+    let ok = check!(
+        out,
+        "store_params",
+        intf.is_some() && store_port.is_ok(),
+        "pfn={store_pfn:x?} evtchn={store_port:?}"
+    );
+    let (Some(intf), Ok(store_port)) = (intf, store_port) else {
+        off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF);
+    };
+    debug_assert!(ok);
+    let mut xs = XsClient::new(
+        intf,
+        EventChannel {
+            hc,
+            port: store_port as u32,
+        },
+        SPIN,
+    );
+    let domid = read_domid(&mut xs);
+    check!(out, "xenstore_read_domid", domid.is_ok(), "domid={domid:?}");
+    let Ok(domid) = domid else {
+        off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF);
+    };
+    let node: StrBuf<64> =
+        xen::format(format_args!("/local/domain/{domid}/data/pvh-check")).unwrap_or_default();
+    let value: StrBuf<32> = xen::format(format_args!("hello from {domid}")).unwrap_or_default();
+    let w = xs.write(node.as_str(), value.as_bytes());
+    let mut back = [0u8; 64];
+    let r = xs.read(node.as_str(), &mut back);
+    let got = r.ok().and_then(|n| back.get(..n)).unwrap_or_default();
+    check!(
+        out,
+        "xenstore_write_read",
+        w.is_ok() && got == value.as_bytes(),
+        "node={} write={w:?} read={:?}",
+        node.as_str(),
+        core::str::from_utf8(got).unwrap_or("<not utf-8>")
+    );
+    let missing = xs.read("data/pvh-check-missing", &mut back);
+    check!(
+        out,
+        "xenstore_enoent",
+        matches!(missing, Err(XenError::Store(e)) if e.as_str() == "ENOENT"),
+        "read of a missing node: {missing:?}"
+    );
+    let denied = xs.write("/local/domain/0/pvh-check-denied", b"x");
+    check!(
+        out,
+        "xenstore_eacces",
+        matches!(denied, Err(XenError::Store(e)) if e.as_str() == "EACCES"),
+        "write into dom0's directory: {denied:?}"
+    );
+
+    // Grant table frame 0 at GRANT_FRAME.
+    let gt_gfn = gpa(&GRANT_FRAME) / 4096;
+    // SAFETY: GRANT_FRAME is a page of this image that holds only grant entries (atomics);
+    // after the call the frame is Xen's grant-table frame 0, which is what it describes.
+    let mapped = unsafe { hc.map_grant_table_frame(0, gt_gfn) };
+    let gt = GrantTable::new(&GRANT_FRAME.0);
+    // The toolstack seeds reference 1 with the xenstore page for dom0 (xc_dom_gnttab_seed):
+    // seeing it proves the frame now is the real grant table.
+    let seeded = gt.entry(1);
+    let store_frame = store_pfn.unwrap_or(0);
+    check!(
+        out,
+        "grant_table_map",
+        mapped.is_ok()
+            && seeded.map(|(f, d, fr)| (f & 1, d, u64::from(fr))) == Some((1, 0, store_frame)),
+        "gfn={gt_gfn:#x} add_to_physmap={mapped:?} ref1={seeded:x?} store_pfn={store_frame:#x}"
+    );
+
+    // An unbound event channel for dom0.
+    let probe_port = hc.evtchn_alloc_unbound(0);
+    check!(
+        out,
+        "evtchn_alloc_unbound",
+        matches!(probe_port, Ok(p) if p != store_port as u32),
+        "port={probe_port:?}"
+    );
+
+    // The handshake of appendix B.
+    let backend = handshake::read_backend(&mut xs, domid, STATE_POLLS);
+    let Ok(backend) = backend else {
+        check!(out, "handshake_backend_initwait", false, "{backend:?}");
+        off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF);
+    };
+    check!(
+        out,
+        "handshake_backend_initwait",
+        true,
+        "dir={} id={} abi={:#x} features={:#x} max-window-pages={} max-ring-order={}",
+        backend.dir.as_str(),
+        backend.id,
+        backend.abi_version,
+        backend.features,
+        backend.max_window_pages,
+        backend.max_ring_order
+    );
+    let window_gfn = gpa(&WINDOW) / 4096;
+    let index_ref = handshake::grant_window(
+        &gt,
+        backend.id,
+        window_gfn,
+        WINDOW_PAGES,
+        &INDEX.0,
+        gpa(&INDEX) / 4096,
+        FIRST_REF,
+    );
+    check!(
+        out,
+        "handshake_grant_window",
+        index_ref.is_ok(),
+        "window-gfn={window_gfn:#x} pages={WINDOW_PAGES} index-ref={index_ref:?}"
+    );
+    let port = hc.evtchn_alloc_unbound(backend.id);
+    check!(
+        out,
+        "handshake_event_channel",
+        port.is_ok(),
+        "port={port:?} remote={}",
+        backend.id
+    );
+    let (Ok(index_ref), Ok(port)) = (index_ref, port) else {
+        off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF);
+    };
+    init_header(&WINDOW.ring);
+    let keys = FrontendKeys {
+        window_gfn,
+        window_pages: u64::from(WINDOW_PAGES),
+        window_index_ref: index_ref,
+        ring_gpa: gpa(&WINDOW.ring),
+        ring_order: RingShared::<8>::ORDER,
+        event_channel: port,
+    };
+    let layout = keys.check(backend.max_window_pages, backend.max_ring_order);
+    check!(
+        out,
+        "handshake_layout",
+        layout.is_ok(),
+        "{keys:?} {layout:?}"
+    );
+    let published = handshake::publish(&mut xs, domid, &keys);
+    check!(
+        out,
+        "handshake_initialised",
+        published.is_ok(),
+        "state=3 {published:?}"
+    );
+    if published.is_err() {
+        off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF);
+    }
+    match handshake::wait_connected(&mut xs, &backend, STATE_POLLS) {
+        Ok(()) => {
+            let _ = writeln!(out, "PVH-CONNECT connected");
+            ring_checks(&mut out, hc, port);
+        }
+        Err(XenError::Refused) => {
+            let mut why = [0u8; 200];
+            let n = handshake::backend_error(&mut xs, &backend, &mut why);
+            let why = core::str::from_utf8(why.get(..n).unwrap_or_default()).unwrap_or("?");
+            let _ = writeln!(out, "PVH-CONNECT refused error={why}");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "PVH-CONNECT failed {e}");
+        }
+    }
+    // Closed (XEN-9): the backend lets go of the window before the domain goes away.
+    if let Ok(fdir) = handshake::frontend_dir(domid) {
+        if let Ok(p) = handshake::join(fdir.as_str(), handshake::key::STATE) {
+            let _ = xs.write_u64(p.as_str(), u64::from(xenbus_state::CLOSED));
+        }
+    }
+    off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF)
+}
+
+/// Calls through the connected ring: BASE.GET_ABI_VERSION, CONSOLE.WRITE of a buffer inside
+/// the window, and of one outside it (XEN-7: not guest RAM for the host).
+fn ring_checks(out: &mut Out<'_>, hc: Hypercalls, port: u32) {
+    let mut ring = XenRing::new(&WINDOW.ring, EventChannel { hc, port }, SPIN);
+    let v = ring.call(call::BASE_GET_ABI_VERSION, [0; 6]);
+    check!(
+        out,
+        "ring_get_abi_version",
+        v.status == pvabi::Status::SUCCESS && v.value >> 16 == u64::from(pvabi::ABI_VERSION.major),
+        "{} value={:#x}",
+        St(v.status),
+        v.value
+    );
+    let msg = b"pvabi console write through the Xen ring\n";
+    for (d, &b) in WINDOW.data.0.iter().zip(msg.iter()) {
+        d.store(b, Ordering::Relaxed);
+    }
+    let w = ring.call(
+        call::CONSOLE_WRITE,
+        [gpa(&WINDOW.data), msg.len() as u64, 0, 0, 0, 0],
+    );
+    check!(
+        out,
+        "ring_console_write",
+        w.status == pvabi::Status::SUCCESS,
+        "{} value={}",
+        St(w.status),
+        w.value
+    );
+    let o = ring.call(call::CONSOLE_WRITE, [gpa(&OUTSIDE), 8, 0, 0, 0, 0]);
+    check!(
+        out,
+        "ring_outside_window_refused",
+        o.status != pvabi::Status::SUCCESS,
+        "{} value={}",
+        St(o.status),
+        o.value
+    );
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let _ = writeln!(Out { pv: None }, "PVH-PANIC {info}");
+    loop {
+        // SAFETY: `hlt` stops this vCPU; no memory effect.
+        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) };
+    }
+}
