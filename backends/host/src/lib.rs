@@ -93,6 +93,7 @@ pub use decode::{encode_ret, Call};
 pub use error::{ConfigError, HostError};
 pub use mem::GuestRam;
 pub use platform::{CallHook, ClockParams, EventAction, Platform, Quirks};
+pub use store::{StoreService, WatchFired};
 pub use vm::{
     CallbackEntry, ConsoleSink, CrashReport, GrantMapping, Outcome, Report, ShutdownInfo, Upcall,
     Vm, VmConfig,

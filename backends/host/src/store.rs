@@ -137,6 +137,81 @@ pub struct WatchFired {
     pub dropped: u32,
 }
 
+/// A guest's STORE service kept outside the [`crate::Vm`] (for example the Xen backend's
+/// mapping onto the guest's xenstore subtree), as [`crate::VmConfig::store_service`].
+///
+/// The `Vm` decodes and checks each STORE call's registers and guest buffers as for its own
+/// store, then calls these methods with the path bytes read from the guest (not yet checked
+/// against `STORE-1`: an implementation checks them) and a transaction id (0: none). Each
+/// method returns the statuses chapter 11 names for the call.
+pub trait StoreService: Send {
+    /// STORE.READ: the node's value.
+    ///
+    /// # Errors
+    ///
+    /// A chapter 11 status.
+    fn read(&mut self, path: &[u8], txn: u32) -> Result<Vec<u8>, Status>;
+    /// STORE.WRITE.
+    ///
+    /// # Errors
+    ///
+    /// A chapter 11 status.
+    fn write(&mut self, path: &[u8], value: &[u8], txn: u32) -> Result<(), Status>;
+    /// STORE.LIST: child names, ascending, each followed by a NUL.
+    ///
+    /// # Errors
+    ///
+    /// A chapter 11 status.
+    fn list(&mut self, path: &[u8], txn: u32) -> Result<Vec<u8>, Status>;
+    /// STORE.REMOVE.
+    ///
+    /// # Errors
+    ///
+    /// A chapter 11 status.
+    fn remove(&mut self, path: &[u8], txn: u32) -> Result<(), Status>;
+    /// STORE.WATCH raising `port`: the watch id.
+    ///
+    /// # Errors
+    ///
+    /// A chapter 11 status.
+    fn watch(&mut self, path: &[u8], port: u32) -> Result<u32, Status>;
+    /// STORE.UNWATCH.
+    ///
+    /// # Errors
+    ///
+    /// A chapter 11 status.
+    fn unwatch(&mut self, id: u32) -> Result<(), Status>;
+    /// The oldest queued watch event, not removed.
+    fn peek_event(&self) -> Option<WatchFired>;
+    /// Removes the oldest queued event (after it was delivered).
+    fn pop_event(&mut self);
+    /// Collects changes that happened since the last call; returns the ports to raise, one per
+    /// event.
+    ///
+    /// # Errors
+    ///
+    /// FAILED when the service cannot be reached.
+    fn poll_events(&mut self) -> Result<Vec<u32>, Status>;
+    /// STORE.TXN_START: a nonzero id.
+    ///
+    /// # Errors
+    ///
+    /// A chapter 11 status.
+    fn txn_start(&mut self) -> Result<u32, Status>;
+    /// STORE.TXN_COMMIT.
+    ///
+    /// # Errors
+    ///
+    /// A chapter 11 status (CONFLICT when it conflicted).
+    fn txn_commit(&mut self, txn: u32) -> Result<(), Status>;
+    /// STORE.TXN_ABORT.
+    ///
+    /// # Errors
+    ///
+    /// A chapter 11 status.
+    fn txn_abort(&mut self, txn: u32) -> Result<(), Status>;
+}
+
 /// One guest's store.
 #[derive(Debug)]
 pub struct Store {

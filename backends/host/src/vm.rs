@@ -25,7 +25,7 @@ use crate::error::{ConfigError, HostError};
 use crate::events::{port_arg, Ports};
 use crate::mem::GuestRam;
 use crate::platform::{CallHook, EventAction, Platform, Quirks};
-use crate::store::{Actor, Store};
+use crate::store::{Actor, Store, StoreService};
 
 /// Most HARNESS result records kept until [`Vm::take_reports`] (SEC-11); more get NO_SPACE.
 pub const MAX_REPORTS: usize = 100_000;
@@ -70,6 +70,10 @@ pub struct VmConfig {
     pub hook: Option<Arc<dyn CallHook>>,
     /// Console output sink.
     pub console_sink: Option<ConsoleSink>,
+    /// Serves the guest's STORE calls instead of the `Vm`'s own store (the `Vm` still checks
+    /// each call's registers and buffers). The host-side store API and HARNESS keep using the
+    /// `Vm`'s own store.
+    pub store_service: Option<Arc<Mutex<dyn StoreService>>>,
 }
 
 impl std::fmt::Debug for VmConfig {
@@ -121,6 +125,7 @@ impl VmConfig {
             quirks: Quirks::empty(),
             hook: None,
             console_sink: None,
+            store_service: None,
         }
     }
 }
@@ -1086,7 +1091,10 @@ impl Vm {
             } => {
                 let path = self.path_in(path_gpa, path_len)?;
                 let txn = self.txn_arg(txn)?;
-                let value = st.store.read(Actor::Guest, &path, txn)?;
+                let value = match self.external_store() {
+                    Some(mut x) => x.read(&path, txn)?,
+                    None => st.store.read(Actor::Guest, &path, txn)?,
+                };
                 self.copy_out_sized(buf_gpa, buf_len, &value)
             }
             Call::StoreWrite {
@@ -1102,7 +1110,10 @@ impl Vm {
                 }
                 let value = self.ram.read_bytes(val_gpa, val_len, MAX_VALUE)?;
                 let txn = self.txn_arg(txn)?;
-                st.store.write(Actor::Guest, &path, &value, txn)?;
+                match self.external_store() {
+                    Some(mut x) => x.write(&path, &value, txn)?,
+                    None => st.store.write(Actor::Guest, &path, &value, txn)?,
+                }
                 self.raise_store(st, fx);
                 val(0)
             }
@@ -1115,7 +1126,10 @@ impl Vm {
             } => {
                 let path = self.path_in(path_gpa, path_len)?;
                 let txn = self.txn_arg(txn)?;
-                let names = st.store.list(Actor::Guest, &path, txn)?;
+                let names = match self.external_store() {
+                    Some(mut x) => x.list(&path, txn)?,
+                    None => st.store.list(Actor::Guest, &path, txn)?,
+                };
                 self.copy_out_sized(buf_gpa, buf_len, &names)
             }
             Call::StoreRemove {
@@ -1125,7 +1139,10 @@ impl Vm {
             } => {
                 let path = self.path_in(path_gpa, path_len)?;
                 let txn = self.txn_arg(txn)?;
-                st.store.remove(Actor::Guest, &path, txn)?;
+                match self.external_store() {
+                    Some(mut x) => x.remove(&path, txn)?,
+                    None => st.store.remove(Actor::Guest, &path, txn)?,
+                }
                 self.raise_store(st, fx);
                 val(0)
             }
@@ -1137,15 +1154,26 @@ impl Vm {
                 let path = self.path_in(path_gpa, path_len)?;
                 let port = port_arg(port)?;
                 st.ports.bound(port)?;
-                val(st.store.watch(&path, port)? as u64)
+                let id = match self.external_store() {
+                    Some(mut x) => x.watch(&path, port)?,
+                    None => st.store.watch(&path, port)?,
+                };
+                val(id as u64)
             }
             Call::StoreUnwatch { watch_id } => {
                 let id = u32::try_from(watch_id).map_err(|_| Status::INVALID_PARAM)?;
-                st.store.unwatch(id)?;
+                match self.external_store() {
+                    Some(mut x) => x.unwatch(id)?,
+                    None => st.store.unwatch(id)?,
+                }
                 val(0)
             }
             Call::StoreWatchNext { buf_gpa, buf_len } => {
-                let ev = st.store.peek_event().ok_or(Status::NOT_FOUND)?;
+                let ev = match self.external_store() {
+                    Some(x) => x.peek_event(),
+                    None => st.store.peek_event(),
+                }
+                .ok_or(Status::NOT_FOUND)?;
                 let hdr = WatchEvent {
                     watch_id: ev.watch_id,
                     path_len: ev.path.len() as u32,
@@ -1155,20 +1183,32 @@ impl Vm {
                 let mut bytes = hdr.as_bytes_vec();
                 bytes.extend_from_slice(&ev.path);
                 let r = self.copy_out_sized(buf_gpa, buf_len, &bytes)?;
-                st.store.pop_event();
+                match self.external_store() {
+                    Some(mut x) => x.pop_event(),
+                    None => st.store.pop_event(),
+                }
                 Ok(r)
             }
-            Call::StoreTxnStart => val(st.store.txn_start()? as u64),
+            Call::StoreTxnStart => val(match self.external_store() {
+                Some(mut x) => x.txn_start()?,
+                None => st.store.txn_start()?,
+            } as u64),
             Call::StoreTxnCommit { txn } => {
                 let t = self.txn_id(txn)?;
-                let r = st.store.txn_commit(t);
+                let r = match self.external_store() {
+                    Some(mut x) => x.txn_commit(t),
+                    None => st.store.txn_commit(t),
+                };
                 self.raise_store(st, fx);
                 r?;
                 val(0)
             }
             Call::StoreTxnAbort { txn } => {
                 let t = self.txn_id(txn)?;
-                st.store.txn_abort(t)?;
+                match self.external_store() {
+                    Some(mut x) => x.txn_abort(t)?,
+                    None => st.store.txn_abort(t)?,
+                }
                 val(0)
             }
             // POWER
@@ -1331,6 +1371,30 @@ impl Vm {
     // Helpers for calls
     // ---------------------------------------------------------------------------------------
 
+    /// The configured [`StoreService`], locked (a poisoned lock is taken over: the service's
+    /// own state stays consistent per call).
+    fn external_store(&self) -> Option<std::sync::MutexGuard<'_, dyn StoreService + 'static>> {
+        self.cfg
+            .store_service
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Collects changes of a [`VmConfig::store_service`] store that happened outside the guest's
+    /// calls (other writers) and raises the ports of the watches they fired. A backend with a
+    /// store service calls this periodically; without one it does nothing.
+    pub fn poll_store_events(&self) {
+        if self.cfg.store_service.is_none() {
+            return;
+        }
+        let mut fx = Fx::default();
+        {
+            let mut st = self.lock();
+            self.raise_store(&mut st, &mut fx);
+        }
+        self.flush(fx);
+    }
+
     fn path_in(&self, gpa: u64, len: u64) -> Result<Vec<u8>, Status> {
         if len == 0 {
             return Ok(Vec::new());
@@ -1426,7 +1490,11 @@ impl Vm {
     }
 
     fn raise_store(&self, st: &mut State, fx: &mut Fx) {
-        for p in st.store.take_raised() {
+        let raised = match self.external_store() {
+            Some(mut x) => x.poll_events().unwrap_or_default(),
+            None => st.store.take_raised(),
+        };
+        for p in raised {
             if st.ports.bound(p).is_ok() {
                 self.raise(st, fx, p);
             }

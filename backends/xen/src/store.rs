@@ -389,6 +389,51 @@ fn remove_existing(xs: &mut impl XenStoreOps, t: TxnId, abs: &str) -> crate::Res
     xs.remove(t, abs)
 }
 
+/// The Xen transport's STORE (`XEN-10`): a guest's STORE calls, checked by the `Vm`, run on its
+/// xenstore subtree.
+impl<S: XenStoreOps + Send> pvabi_host::StoreService for GuestStore<S> {
+    fn read(&mut self, path: &[u8], txn: u32) -> Result<Vec<u8>, Status> {
+        GuestStore::read(self, path, u64::from(txn))
+    }
+    fn write(&mut self, path: &[u8], value: &[u8], txn: u32) -> Result<(), Status> {
+        GuestStore::write(self, path, value, u64::from(txn))
+    }
+    fn list(&mut self, path: &[u8], txn: u32) -> Result<Vec<u8>, Status> {
+        GuestStore::list(self, path, u64::from(txn))
+    }
+    fn remove(&mut self, path: &[u8], txn: u32) -> Result<(), Status> {
+        GuestStore::remove(self, path, u64::from(txn))
+    }
+    fn watch(&mut self, path: &[u8], port: u32) -> Result<u32, Status> {
+        GuestStore::watch(self, path, port)
+    }
+    fn unwatch(&mut self, id: u32) -> Result<(), Status> {
+        GuestStore::unwatch(self, id)
+    }
+    fn peek_event(&self) -> Option<pvabi_host::WatchFired> {
+        GuestStore::peek_event(self).map(|(h, path)| pvabi_host::WatchFired {
+            watch_id: h.watch_id,
+            path: path.to_vec(),
+            dropped: h.dropped,
+        })
+    }
+    fn pop_event(&mut self) {
+        let _ = self.watch_next();
+    }
+    fn poll_events(&mut self) -> Result<Vec<u32>, Status> {
+        GuestStore::poll_events(self)
+    }
+    fn txn_start(&mut self) -> Result<u32, Status> {
+        GuestStore::txn_start(self)
+    }
+    fn txn_commit(&mut self, txn: u32) -> Result<(), Status> {
+        GuestStore::txn_commit(self, u64::from(txn))
+    }
+    fn txn_abort(&mut self, txn: u32) -> Result<(), Status> {
+        GuestStore::txn_abort(self, u64::from(txn))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

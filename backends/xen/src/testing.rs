@@ -2,8 +2,8 @@
 //! handshake and ring run in ordinary tests, both sides in one process.
 //!
 //! They model what the transport relies on and no more: [`MemXenStore`] keeps nodes with
-//! permission lists and enforces them for unprivileged connections (no transactions; watches
-//! never fire, so callers reconcile explicitly); [`MemGrants`] is a shared memory file whose pages
+//! permission lists and enforces them for unprivileged connections (transactions are accepted
+//! but not isolated and never conflict; watches never fire, so callers reconcile explicitly); [`MemGrants`] is a shared memory file whose pages
 //! a guest grants and a backend maps (only runs of consecutive pages map); [`MemEvtchn`] connects
 //! unbound ports to the domain they were allocated for.
 
@@ -235,10 +235,11 @@ impl XenStoreOps for MemXenStore {
         Ok(None)
     }
     fn transaction_start(&mut self) -> Result<TxnId> {
-        Err(Error::Unsupported("transactions in MemXenStore"))
+        // Accepted but not isolated: operations apply at once and a commit never conflicts.
+        Ok(TxnId(1))
     }
     fn transaction_end(&mut self, _txn: TxnId, _commit: bool) -> Result<()> {
-        Err(Error::Unsupported("transactions in MemXenStore"))
+        Ok(())
     }
 }
 

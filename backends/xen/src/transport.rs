@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use pvabi::call::{BASE_RING_REGISTER, BASE_RING_UNREGISTER};
 use pvabi::ring::RingHeader;
 use pvabi::{Features, Regs, Status};
-use pvabi_host::{ClockParams, GuestRam, Outcome, Platform, Vm, VmConfig};
+use pvabi_host::{ClockParams, GuestRam, Outcome, Platform, StoreService, Vm, VmConfig};
 use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 use crate::ops::{TxnId, XenStoreOps};
@@ -260,6 +260,23 @@ impl EventChannel for EvtchnDev {
 /// Opens a fresh [`EventChannel`] handle for each connection.
 pub type EventChannelFactory = Arc<dyn Fn() -> io::Result<Arc<dyn EventChannel>> + Send + Sync>;
 
+/// A guest's STORE service, shared with its `Vm`.
+pub type SharedStore = Arc<Mutex<dyn StoreService>>;
+
+/// Makes the STORE service of domain `domid` (`XEN-10`); the error is a human-readable reason.
+pub type StoreFactory = Arc<dyn Fn(u32) -> Result<SharedStore, String> + Send + Sync>;
+
+/// A [`StoreFactory`] that gives each guest its own connection to xenstored's socket at
+/// `socket`, mapped onto the guest's subtree [`store_root`] (`XEN-10`).
+pub fn xenstored_store_factory(socket: impl Into<std::path::PathBuf>) -> StoreFactory {
+    let socket = socket.into();
+    Arc::new(move |domid| {
+        let xs = crate::XenStore::open_socket(&socket)
+            .map_err(|e| format!("cannot connect to xenstored for the STORE service: {e}"))?;
+        Ok(Arc::new(Mutex::new(crate::GuestStore::new(xs, store_root(domid)))) as SharedStore)
+    })
+}
+
 /// What a connection's `Vm` needs from Xen: the clock and the event channel to notify.
 struct XenPlatform {
     start: Instant,
@@ -334,6 +351,7 @@ impl Connection {
         grants: &dyn GrantMapper,
         evtchn: Arc<dyn EventChannel>,
         console: Option<pvabi_host::ConsoleSink>,
+        store: Option<SharedStore>,
     ) -> Result<Connection, String> {
         let index = grants
             .map(domid, &[config.index_ref], false)
@@ -384,6 +402,7 @@ impl Connection {
         cfg.backend_id = pvabi::base::backend_id::XEN;
         cfg.features = FEATURES;
         cfg.console_sink = console;
+        cfg.store_service = store;
         let vm = Arc::new(Vm::new(cfg, ram, platform).map_err(|e| format!("guest set-up: {e}"))?);
         let reg = vm.handle_call(
             0,
@@ -418,6 +437,8 @@ impl Connection {
                             Ok(_) => {}
                             Err(_) => std::thread::sleep(Duration::from_millis(10)),
                         }
+                        // Watches fired by other writers of the guest's subtree (XEN-10).
+                        vm.poll_store_events();
                     }
                 })
                 .map_err(|e| format!("cannot start the ring thread: {e}"))?
@@ -527,6 +548,7 @@ pub struct Backend<X: XenStoreOps> {
     evtchns: EventChannelFactory,
     domains: BTreeMap<u32, DomainState>,
     console: Arc<Mutex<BTreeMap<u32, Vec<u8>>>>,
+    store: Option<StoreFactory>,
 }
 
 impl<X: XenStoreOps> std::fmt::Debug for Backend<X> {
@@ -560,7 +582,15 @@ impl<X: XenStoreOps> Backend<X> {
             evtchns,
             domains: BTreeMap::new(),
             console: Arc::new(Mutex::new(BTreeMap::new())),
+            store: None,
         }
+    }
+
+    /// Serves each guest's STORE calls from the service `factory` makes (`XEN-10`); without
+    /// one, a guest's STORE is the `Vm`'s own in-memory store (not conforming to `XEN-10`).
+    pub fn with_store(mut self, factory: StoreFactory) -> Backend<X> {
+        self.store = Some(factory);
+        self
     }
 
     /// The xenstore connection.
@@ -627,6 +657,11 @@ impl<X: XenStoreOps> Backend<X> {
             self.xs.write(TxnId::NONE, &p, v.as_bytes())?;
             self.xs.set_perms(TxnId::NONE, &p, &guest_owned)?;
         }
+        // XEN-10: the guest's STORE subtree, its own.
+        let root = store_root(domid);
+        self.xs.mkdir(TxnId::NONE, &root)?;
+        self.xs
+            .set_perms(TxnId::NONE, &root, &[Perm::new(domid, Access::None)])?;
         self.xs.mkdir(TxnId::NONE, &bdir)?;
         self.xs.set_perms(TxnId::NONE, &bdir, &backend_owned)?;
         for (k, v) in [
@@ -667,7 +702,11 @@ impl<X: XenStoreOps> Backend<X> {
                 buf.drain(..excess);
             }
         });
-        Connection::open(domid, cfg, &*self.grants, evtchn, Some(sink))
+        let store = match &self.store {
+            Some(f) => Some(f(domid)?),
+            None => None,
+        };
+        Connection::open(domid, cfg, &*self.grants, evtchn, Some(sink), store)
     }
 
     /// The domains xenstore lists under `/local/domain`.

@@ -18,6 +18,8 @@ const REQUIRED: &[&str] = &[
     "domu_outside_window_is_invalid_address",
     "domu_ring_refuses_shutdown",
     "domu_event_notifies_channel",
+    "domu_store_on_own_subtree",
+    "domu_store_watch_fires_on_xenstore_write",
     "domu_many_calls",
     "domu_close",
     "domu_completed",

@@ -9,17 +9,18 @@ use std::time::{Duration, Instant};
 
 use pvabi::call::{
     BASE_GET_ABI_VERSION, BASE_GET_BACKEND_ID, BASE_GET_FEATURES, BASE_RING_REGISTER,
-    CONSOLE_WRITE, EVENT_ALLOC, EVENT_REGISTER_PAGE, EVENT_SEND, POWER_SHUTDOWN,
+    CONSOLE_WRITE, EVENT_ALLOC, EVENT_REGISTER_PAGE, EVENT_SEND, POWER_SHUTDOWN, STORE_LIST,
+    STORE_READ, STORE_REMOVE, STORE_TXN_COMMIT, STORE_TXN_START, STORE_WRITE,
 };
 use pvabi::ring::RingHeader;
 use pvabi::Status;
 use pvabi_xen::frontend::{Frontend, FrontendError, FrontendOptions, UnboundChannel};
 use pvabi_xen::testing::{MemEvtchn, MemGrants, MemXenStore};
 use pvabi_xen::transport::{
-    backend_dir, frontend_dir, state, Backend, BackendEvent, DomainFilter, DomainState,
-    EventChannel, EventChannelFactory, FEATURES,
+    backend_dir, frontend_dir, state, store_root, Backend, BackendEvent, DomainFilter, DomainState,
+    EventChannel, EventChannelFactory, SharedStore, StoreFactory, FEATURES,
 };
-use pvabi_xen::{Access, Perm, TxnId, XenStoreOps};
+use pvabi_xen::{Access, GuestStore, Perm, TxnId, XenStoreOps};
 
 struct World {
     xs: MemXenStore,
@@ -42,13 +43,25 @@ impl World {
             let bus = bus.clone();
             Arc::new(move || Ok(Arc::new(bus.open(0)) as Arc<dyn EventChannel>))
         };
-        let backend = Arc::new(Mutex::new(Backend::new(
-            xs.connect(0),
-            0,
-            DomainFilter::All,
-            Arc::new(grants.as_domain(0)),
-            factory,
-        )));
+        let store: StoreFactory = {
+            let xs = xs.clone();
+            Arc::new(move |d| {
+                Ok(
+                    Arc::new(Mutex::new(GuestStore::new(xs.connect(0), store_root(d))))
+                        as SharedStore,
+                )
+            })
+        };
+        let backend = Arc::new(Mutex::new(
+            Backend::new(
+                xs.connect(0),
+                0,
+                DomainFilter::All,
+                Arc::new(grants.as_domain(0)),
+                factory,
+            )
+            .with_store(store),
+        ));
         let (tx, events) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let runner = {
@@ -394,4 +407,78 @@ fn a_hostile_guest_does_not_disturb_another() {
         Some(DomainState::Connected(_))
     ));
     let _ = state::CONNECTED;
+}
+
+#[test]
+fn store_calls_run_on_the_guest_xenstore_subtree() {
+    // XEN-10: STORE paths name nodes under /local/domain/D/pvabi, both ways.
+    let w = World::new(&[5]);
+    let mut f = w.connect(5, FrontendOptions::default()).expect("connects");
+    let d = f.data_gpa();
+    let put = |f: &Frontend<MemXenStore>, gpa: u64, b: &[u8]| {
+        f.window().write_bytes(gpa, b).expect("window write");
+        (gpa, b.len() as u64)
+    };
+    let (p, pl) = put(&f, d, b"config/mode");
+    let (v, vl) = put(&f, d + 256, b"fast");
+    assert_eq!(
+        call(&mut f, STORE_WRITE, [p, pl, v, vl, 0, 0]).0,
+        Status::SUCCESS
+    );
+    let mut dom0 = w.xs.connect(0);
+    assert_eq!(
+        read(&mut dom0, &format!("{}/config/mode", store_root(5))),
+        "fast"
+    );
+    // A node the host writes in xenstore is what the guest reads.
+    dom0.write(
+        TxnId::NONE,
+        &format!("{}/config/size", store_root(5)),
+        b"4096",
+    )
+    .expect("host write");
+    let (p2, pl2) = put(&f, d + 512, b"config/size");
+    let buf = d + 1024;
+    assert_eq!(
+        call(&mut f, STORE_READ, [p2, pl2, buf, 64, 0, 0]),
+        (Status::SUCCESS, 4)
+    );
+    assert_eq!(f.window().read_bytes(buf, 4, 4).expect("read"), b"4096");
+    // LIST: ascending names, each NUL-terminated.
+    let (p3, pl3) = put(&f, d + 1536, b"config");
+    let (s, n) = call(&mut f, STORE_LIST, [p3, pl3, buf, 64, 0, 0]);
+    assert_eq!(s, Status::SUCCESS);
+    assert_eq!(
+        f.window().read_bytes(buf, n, 64).expect("list"),
+        b"mode\0size\0"
+    );
+    // Paths cannot leave the subtree; buffers outside the window are refused before xenstore.
+    let (bad, bl) = put(&f, d + 2048, b"../../0/secret");
+    assert_eq!(
+        call(&mut f, STORE_WRITE, [bad, bl, v, vl, 0, 0]).0,
+        Status::INVALID_PARAM
+    );
+    assert_eq!(
+        call(&mut f, STORE_WRITE, [0, 4, v, vl, 0, 0]).0,
+        Status::INVALID_ADDRESS
+    );
+    assert!(dom0.read(TxnId::NONE, "/local/domain/0/secret").is_err());
+    // A transaction and REMOVE, then NOT_FOUND.
+    let (s, t) = call(&mut f, STORE_TXN_START, [0; 6]);
+    assert_eq!(s, Status::SUCCESS);
+    assert_eq!(
+        call(&mut f, STORE_REMOVE, [p, pl, t, 0, 0, 0]).0,
+        Status::SUCCESS
+    );
+    assert_eq!(
+        call(&mut f, STORE_TXN_COMMIT, [t, 0, 0, 0, 0, 0]).0,
+        Status::SUCCESS
+    );
+    assert!(dom0
+        .read(TxnId::NONE, &format!("{}/config/mode", store_root(5)))
+        .is_err());
+    assert_eq!(
+        call(&mut f, STORE_READ, [p, pl, buf, 64, 0, 0]).0,
+        Status::NOT_FOUND
+    );
 }

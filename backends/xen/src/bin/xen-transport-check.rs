@@ -26,13 +26,14 @@ use std::time::{Duration, Instant};
 
 use pvabi::call::{
     BASE_GET_ABI_VERSION, BASE_GET_BACKEND_ID, CONSOLE_WRITE, EVENT_ALLOC, EVENT_REGISTER_PAGE,
-    EVENT_SEND, POWER_SHUTDOWN,
+    EVENT_SEND, POWER_SHUTDOWN, STORE_READ, STORE_WATCH, STORE_WATCH_NEXT, STORE_WRITE,
 };
 use pvabi::Status;
 use pvabi_xen::frontend::{Frontend, FrontendOptions, UnboundChannel};
 use pvabi_xen::sys::{EvtchnDev, GntAlloc, GntDev};
 use pvabi_xen::transport::{
-    backend_dir, Backend, BackendEvent, DomainFilter, EventChannel, EventChannelFactory,
+    backend_dir, store_root, xenstored_store_factory, Backend, BackendEvent, DomainFilter,
+    EventChannel, EventChannelFactory,
 };
 use pvabi_xen::{TxnId, XenStore, XenStoreOps, DEFAULT_SOCKET, XENBUS_DEVICE};
 
@@ -179,6 +180,102 @@ fn domu(r: &mut Runner) {
             Err("no event-channel notification within 10 s".into())
         }
     });
+    r.check("store_on_own_subtree", || {
+        let d = f.data_gpa() + 2 * 4096;
+        let w = f.window().clone();
+        let put = |gpa: u64, b: &[u8]| w.write_bytes(gpa, b).map(|_| (gpa, b.len() as u64));
+        let (p, pl) = put(d, b"greeting").map_err(|s| s.to_string())?;
+        let (v, vl) = put(d + 256, b"hello xenstore").map_err(|s| s.to_string())?;
+        let call = |f: &mut Frontend<XenStore>, id: pvabi::CallId, a: [u64; 6]| {
+            f.call(id.0, a).map_err(|e| e.to_string())
+        };
+        expect(
+            "STORE.WRITE",
+            call(&mut f, STORE_WRITE, [p, pl, v, vl, 0, 0])?,
+            Status::SUCCESS,
+        )?;
+        // The guest's own unprivileged xenstore connection sees the node in its subtree.
+        let node = format!("{}/greeting", store_root(f.domid()));
+        let got = f
+            .xenstore()
+            .read(TxnId::NONE, &node)
+            .map_err(|e| format!("xenbus read of {node}: {e}"))?;
+        if got != b"hello xenstore" {
+            return Err(format!("{node} holds {:?}", String::from_utf8_lossy(&got)));
+        }
+        // And a node written there directly is what STORE.READ returns.
+        let node2 = format!("{}/direct", store_root(f.domid()));
+        f.xenstore()
+            .write(TxnId::NONE, &node2, b"from xenbus")
+            .map_err(|e| format!("xenbus write of {node2}: {e}"))?;
+        let (p2, pl2) = put(d + 512, b"direct").map_err(|s| s.to_string())?;
+        let n = expect(
+            "STORE.READ",
+            call(&mut f, STORE_READ, [p2, pl2, d + 1024, 64, 0, 0])?,
+            Status::SUCCESS,
+        )?;
+        let back = w.read_bytes(d + 1024, n, 64).map_err(|s| s.to_string())?;
+        if back != b"from xenbus" {
+            return Err(format!(
+                "STORE.READ gave {:?}",
+                String::from_utf8_lossy(&back)
+            ));
+        }
+        Ok(format!(
+            "STORE.WRITE and STORE.READ on {} (XEN-10)",
+            store_root(f.domid())
+        ))
+    });
+    r.check("store_watch_fires_on_xenstore_write", || {
+        // The event page and port of the event check are reused: allocate a fresh port.
+        let d = f.data_gpa() + 3 * 4096;
+        let w = f.window().clone();
+        let call = |f: &mut Frontend<XenStore>, id: pvabi::CallId, a: [u64; 6]| {
+            f.call(id.0, a).map_err(|e| e.to_string())
+        };
+        let port = expect(
+            "EVENT.ALLOC",
+            call(&mut f, EVENT_ALLOC, [0; 6])?,
+            Status::SUCCESS,
+        )?;
+        w.write_bytes(d, b"watched").map_err(|s| s.to_string())?;
+        let id = expect(
+            "STORE.WATCH",
+            call(&mut f, STORE_WATCH, [d, 7, port, 0, 0, 0])?,
+            Status::SUCCESS,
+        )?;
+        while f
+            .wait_notification(Duration::ZERO)
+            .map_err(|e| e.to_string())?
+        {}
+        let node = format!("{}/watched/leaf", store_root(f.domid()));
+        f.xenstore()
+            .write(TxnId::NONE, &node, b"x")
+            .map_err(|e| format!("xenbus write of {node}: {e}"))?;
+        if !f
+            .wait_notification(Duration::from_secs(10))
+            .map_err(|e| e.to_string())?
+        {
+            return Err("no notification within 10 s of the xenstore write".into());
+        }
+        let n = expect(
+            "STORE.WATCH_NEXT",
+            call(&mut f, STORE_WATCH_NEXT, [d + 256, 256, 0, 0, 0, 0])?,
+            Status::SUCCESS,
+        )?;
+        let ev = w.read_bytes(d + 256, n, 256).map_err(|s| s.to_string())?;
+        let wid = u32::from_le_bytes([ev[0], ev[1], ev[2], ev[3]]);
+        let path = &ev[16..];
+        if u64::from(wid) != id || path != b"watched/leaf" {
+            return Err(format!(
+                "event for watch {wid} on {:?}, expected {id} on watched/leaf",
+                String::from_utf8_lossy(path)
+            ));
+        }
+        Ok(format!(
+            "watch {id} fired by a xenbus write: port {port} raised, event read"
+        ))
+    });
     r.check("many_calls", || {
         let n = 2000u64;
         let t = Instant::now();
@@ -211,13 +308,10 @@ fn dom0(r: &mut Runner, program: &str) {
     };
     let factory: EventChannelFactory =
         Arc::new(|| Ok(Arc::new(EvtchnDev::open()?) as Arc<dyn EventChannel>));
-    let backend = Arc::new(Mutex::new(Backend::new(
-        xs,
-        0,
-        DomainFilter::All,
-        Arc::new(gnt),
-        factory,
-    )));
+    let backend = Arc::new(Mutex::new(
+        Backend::new(xs, 0, DomainFilter::All, Arc::new(gnt), factory)
+            .with_store(xenstored_store_factory(DEFAULT_SOCKET)),
+    ));
     let log = Arc::new(Mutex::new(Vec::<BackendEvent>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let serve = {
