@@ -1,11 +1,19 @@
 //! The guest side of the Xen transport (spec appendix B) in a bare-metal PVH kernel under a
 //! real Xen: builds `tests/guests/pvh` and the static `pvh-check` dom0 program, appends the
 //! kernel to the program, runs it in the dom0 of Xen booted under QEMU
-//! (`scripts/xen/run-in-dom0.sh`), and asserts that every step the kernel reports
-//! (`PVH-CHECK`: Xen detection, hypercall page, PV console, xenstore read/write/ENOENT/EACCES,
-//! grant-table mapping, event channels, the handshake up to Initialised) and every dom0 check
-//! (`DOM0-CHECK`: the guest's keys valid per `XEN-3`, the window's grants mapped through
-//! /dev/xen/gntdev and holding the ring header) passed.
+//! (`scripts/xen/run-in-dom0.sh`), and asserts every line both report.
+//!
+//! The kernel boots twice in one Xen run:
+//! - `refused`: `pvh-check` plays the backend's first part of the handshake, validates the
+//!   guest's keys (`XEN-3`) and grants (mapped through /dev/xen/gntdev: the index page and the
+//!   ring header), then refuses (`XEN-4`); the kernel must report exactly that refusal;
+//! - `backend`: the pvabi-xen backend serves the kernel: it connects, the kernel's ring calls
+//!   (BASE.GET_ABI_VERSION, CONSOLE.WRITE inside the window, CONSOLE.WRITE outside it) go through
+//!   the ring with the event-channel doorbell, and the kernel's console text reaches the backend.
+//!
+//! In both, the kernel's own steps (`PVH-CHECK`: Xen detection, hypercall page, PV console,
+//! xenstore read/write/ENOENT/EACCES, grant-table mapping, event channels, the handshake) must
+//! pass.
 //!
 //! Needs the set-up of `scripts/xen/setup.sh`. Without it the test says `SKIP: ... because
 //! ...` on stderr and passes.
@@ -34,7 +42,14 @@ const GUEST_REQUIRED: &[&str] = &[
     "handshake_initialised",
 ];
 
-/// Checks the dom0 program must report as passed.
+/// Further steps the kernel must report as passed when the pvabi-xen backend serves it.
+const GUEST_RING_REQUIRED: &[&str] = &[
+    "ring_get_abi_version",
+    "ring_console_write",
+    "ring_outside_window_refused",
+];
+
+/// Checks the dom0 program must report as passed in each scenario.
 const DOM0_REQUIRED: &[&str] = &[
     "domain_created",
     "backend_initwait",
@@ -45,6 +60,9 @@ const DOM0_REQUIRED: &[&str] = &[
     "backend_closed",
     "pvh_run_exit",
 ];
+
+/// Further dom0 checks of the `backend` scenario.
+const DOM0_BACKEND_REQUIRED: &[&str] = &["backend_connected", "console_through_ring"];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -203,9 +221,8 @@ fn assert_all_passed(kind: &str, found: &BTreeMap<String, (bool, String)>, requi
     }
 }
 
-/// The PVH kernel under real Xen, with `pvh-check` as the backend side of the handshake's first
-/// part (it has no ring backend, so it refuses the connection after validating the guest's
-/// keys, and the kernel must report exactly that refusal).
+/// The PVH kernel under real Xen: refused by `pvh-check` after the first part of the
+/// handshake, then served by the pvabi-xen backend.
 #[test]
 fn pvh_guest_under_real_xen() {
     if let Err(why) = setup() {
@@ -217,8 +234,9 @@ fn pvh_guest_under_real_xen() {
     let payload = bundle(&program, &kernel);
     let out = Command::new("bash")
         .arg(workspace_root().join("scripts/xen/run-in-dom0.sh"))
-        .args(["--timeout", "300"])
+        .args(["--timeout", "400"])
         .arg(&payload)
+        .args(["refused", "backend"])
         .output()
         .expect("run scripts/xen/run-in-dom0.sh");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -228,24 +246,35 @@ fn pvh_guest_under_real_xen() {
     assert_ne!(code, Some(125), "dom0 did not run pvh-check:\n{stderr}");
     assert_ne!(code, Some(124), "the Xen VM timed out:\n{stderr}");
 
-    // The kernel's lines come back from its console log, relayed as `PVH-LOG <line>`.
-    let guest = checks(&stdout, "PVH-LOG PVH-CHECK ");
-    let dom0 = checks(&stdout, "DOM0-CHECK ");
-    assert_all_passed("PVH kernel", &guest, GUEST_REQUIRED);
-    assert_all_passed("dom0", &dom0, DOM0_REQUIRED);
-    assert!(
-        stdout.lines().any(|l| l.starts_with("PVH-LOG PVH-BEGIN")),
-        "the kernel's console log did not start with PVH-BEGIN"
-    );
-    assert!(
-        stdout.lines().any(
-            |l| l == "PVH-LOG PVH-CONNECT refused error=pvh-check: no ring backend in this run"
-        ),
-        "the kernel did not report the backend's refusal (XEN-4 error key) as written by dom0"
-    );
-    assert!(
-        stdout.lines().any(|l| l == "PVH-LOG PVH-DONE"),
-        "the kernel did not finish"
-    );
+    for scenario in ["refused", "backend"] {
+        // The kernel's lines come back from its console log, relayed as
+        // `PVH-LOG <scenario> <line>`.
+        let log = |line: &str| format!("PVH-LOG {scenario} {line}");
+        let guest = checks(&stdout, &log("PVH-CHECK "));
+        let dom0 = checks(&stdout, &format!("DOM0-CHECK {scenario}."));
+        let mut guest_required = GUEST_REQUIRED.to_vec();
+        let mut dom0_required = DOM0_REQUIRED.to_vec();
+        let connect = if scenario == "backend" {
+            guest_required.extend(GUEST_RING_REQUIRED);
+            dom0_required.extend(DOM0_BACKEND_REQUIRED);
+            log("PVH-CONNECT connected")
+        } else {
+            log("PVH-CONNECT refused error=pvh-check: no ring backend in this run")
+        };
+        assert_all_passed(&format!("{scenario}: PVH kernel"), &guest, &guest_required);
+        assert_all_passed(&format!("{scenario}: dom0"), &dom0, &dom0_required);
+        assert!(
+            stdout.lines().any(|l| l == log("PVH-BEGIN")),
+            "{scenario}: the kernel's console log did not start with PVH-BEGIN"
+        );
+        assert!(
+            stdout.lines().any(|l| l == connect),
+            "{scenario}: the kernel did not report {connect:?}"
+        );
+        assert!(
+            stdout.lines().any(|l| l == log("PVH-DONE")),
+            "{scenario}: the kernel did not finish"
+        );
+    }
     assert_eq!(code, Some(0), "pvh-check exit status");
 }

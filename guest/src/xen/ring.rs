@@ -148,8 +148,8 @@ impl From<XenError> for Status {
 mod tests {
     extern crate std;
     use super::*;
-    use pvabi::call;
     use core::cell::Cell;
+    use pvabi::call;
 
     /// A host stand-in: on each idle poll, runs every posted request (GET_ABI_VERSION answers
     /// 0x10000, anything else NOT_SUPPORTED) unless told to stay silent.

@@ -1,10 +1,17 @@
 //! The dom0 side of the PVH guest test: boots the bare-metal PVH kernel of
-//! `backends/xen/tests/guests/pvh` as a domU with `pvabi-pvh-run --paused`, prepares the
-//! handshake of spec appendix B in xenstore as a backend would (`XEN-1`), unpauses the domain,
-//! waits for the guest's `state` = 3, validates the guest's keys as `XEN-3` says and maps the
-//! window through /dev/xen/gntdev to see the ring header the guest wrote. With no ring
-//! backend in the run it then refuses the handshake (`XEN-4`: `error`, `state` = 6), so that the
-//! guest finishes; the guest's console comes back as `PVH-LOG <line>`.
+//! `backends/xen/tests/guests/pvh` as a domU with `pvabi-pvh-run --paused`, twice:
+//!
+//! - `refused`: this program plays the backend for the handshake's first part (`XEN-1`, the
+//!   backend directory in InitWait), unpauses the domain, waits for the guest's `state` = 3,
+//!   validates the guest's keys as `XEN-3` says, maps the window through /dev/xen/gntdev to see
+//!   the ring header the guest wrote, and then refuses the connection (`XEN-4`: `error`,
+//!   `state` = 6), so that the guest reports the refusal and finishes;
+//! - `backend`: the pvabi-xen backend ([`pvabi_xen::transport::Backend`] over xenstored,
+//!   /dev/xen/gntdev and /dev/xen/evtchn) serves the domain: it offers, connects, serves the
+//!   guest's ring calls and closes; this program checks the same keys and grants, the backend's
+//!   events and that the guest's CONSOLE.WRITE through the ring reached the backend.
+//!
+//! The guest's console comes back as `PVH-LOG <scenario> <line>`.
 //!
 //! The PVH image is appended to this program's own file (the test does that): the last 16 bytes
 //! are the image length (`u64` little-endian) and the magic `PVHIMAGE`.
@@ -12,22 +19,31 @@
 //! Output lines:
 //!
 //! ```text
-//! DOM0-CHECK <name> ok|fail <detail>
-//! PVH-TIMING <name> <seconds>
-//! PVH-LOG <a line of the guest's console>
+//! DOM0-CHECK <scenario>.<name> ok|fail <detail>
+//! PVH-TIMING <scenario>.<name> <seconds>
+//! PVH-LOG <scenario> <a line of the guest's console>
+//! BACKEND-EVENT <scenario> <event>
 //! ```
 //!
-//! Exit status 0 when every dom0 check passed, 1 otherwise.
+//! Usage: `pvh-check [refused|backend]...` (default: both, in that order). Exit status 0 when
+//! every dom0 check passed, 1 otherwise.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pvabi::ring::RingHeader;
-use pvabi_xen::{Access, Perm, TxnId, XenStore, XenStoreOps};
+use pvabi_xen::sys::{EvtchnDev, GntDev};
+use pvabi_xen::transport::{
+    Backend, BackendEvent, DomainFilter, EventChannel, EventChannelFactory,
+};
+use pvabi_xen::{Access, Perm, TxnId, XenStore, XenStoreOps, DEFAULT_SOCKET};
 
 const MAGIC: &[u8; 8] = b"PVHIMAGE";
-const NAME: &str = "pvh-check";
+/// What the kernel writes with CONSOLE.WRITE through the ring (see its `ring_checks`).
+const RING_GREETING: &str = "pvabi console write through the Xen ring";
 const MAX_WINDOW_PAGES: u64 = 1024;
 const MAX_RING_ORDER: u64 = 8;
 const GUEST_KEYS: [&str; 6] = [
@@ -40,27 +56,33 @@ const GUEST_KEYS: [&str; 6] = [
 ];
 
 struct Checks {
+    scenario: &'static str,
     failed: u32,
 }
 
 impl Checks {
     fn report(&mut self, name: &str, r: Result<String, String>) -> bool {
+        let s = self.scenario;
         match r {
             Ok(d) => {
-                println!("DOM0-CHECK {name} ok {d}");
+                println!("DOM0-CHECK {s}.{name} ok {d}");
                 true
             }
             Err(d) => {
-                println!("DOM0-CHECK {name} fail {d}");
+                println!("DOM0-CHECK {s}.{name} fail {d}");
                 self.failed += 1;
                 false
             }
         }
     }
-}
 
-fn timing(name: &str, since: Instant) {
-    println!("PVH-TIMING {name} {:.2}", since.elapsed().as_secs_f64());
+    fn timing(&self, name: &str, since: Instant) {
+        println!(
+            "PVH-TIMING {}.{name} {:.2}",
+            self.scenario,
+            since.elapsed().as_secs_f64()
+        );
+    }
 }
 
 /// The image appended to this program's file.
@@ -273,7 +295,7 @@ mod gntdev {
 
 /// Maps the index page and the ring's page and checks what the guest wrote: the index entries
 /// are grant references, and the ring header has the magic, the order and zeroed counters.
-fn check_window(d: u32, keys: &[u64; 6]) -> Result<String, String> {
+fn check_window(d: u32, keys: &[u64; 6], counters_zero: bool) -> Result<String, String> {
     let [gfn, pages, index_ref, ring_gpa, order, _] = *keys;
     let index = gntdev::read_page(d, u32::try_from(index_ref).map_err(|e| e.to_string())?)?;
     let refs: Vec<u32> = index
@@ -297,54 +319,126 @@ fn check_window(d: u32, keys: &[u64; 6]) -> Result<String, String> {
     let counters: Vec<u32> = (2..7).map(|i| word(4 * i)).collect();
     if magic != RingHeader::MAGIC
         || u64::from(got_order) != order
-        || counters.iter().any(|&c| c != 0)
+        || (counters_zero && counters.iter().any(|&c| c != 0))
     {
         return Err(format!(
             "ring header magic={magic:#x} order={got_order} counters={counters:?} (index refs {refs:?})"
         ));
     }
     Ok(format!(
-        "index refs {refs:?}; ring page through ref {ring_ref}: magic PVRG, order {got_order}, counters zero"
+        "index refs {refs:?}; ring page through ref {ring_ref}: magic PVRG, order {got_order}, \
+         counters {counters:?}"
     ))
 }
 
-fn main() -> ExitCode {
-    let t0 = Instant::now();
-    let mut checks = Checks { failed: 0 };
-    let image = match extract_image() {
-        Ok(i) => i,
-        Err(e) => {
-            checks.report("image", Err(e));
-            return ExitCode::from(1);
+/// The pvabi-xen backend serving domain `d` on a thread that reconciles every 20 ms.
+struct Served {
+    backend: Arc<Mutex<Backend<XenStore>>>,
+    events: Arc<Mutex<Vec<BackendEvent>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    fn start(d: u32, scenario: &'static str) -> Result<(Served, Vec<BackendEvent>), String> {
+        let xs = XenStore::open_socket(DEFAULT_SOCKET).map_err(|e| format!("xenstored: {e}"))?;
+        let gnt = GntDev::open().map_err(|e| format!("/dev/xen/gntdev: {e}"))?;
+        let factory: EventChannelFactory =
+            Arc::new(|| Ok(Arc::new(EvtchnDev::open()?) as Arc<dyn EventChannel>));
+        let mut b = Backend::new(xs, 0, DomainFilter::Only(vec![d]), Arc::new(gnt), factory);
+        // The first pass offers the handshake to the (still paused) domain.
+        let first = b.reconcile();
+        for e in &first {
+            println!("BACKEND-EVENT {scenario} {e:?}");
         }
-    };
-    let img_path = "/tmp/pvh-check.elf";
-    if let Err(e) = std::fs::write(img_path, &image) {
-        checks.report("image", Err(format!("write {img_path}: {e}")));
-        return ExitCode::from(1);
+        let backend = Arc::new(Mutex::new(b));
+        let events = Arc::new(Mutex::new(first.clone()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (backend, events, stop) = (backend.clone(), events.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    let ev = match backend.lock() {
+                        Ok(mut b) => b.reconcile(),
+                        Err(_) => break,
+                    };
+                    if let Ok(mut l) = events.lock() {
+                        for e in ev {
+                            println!("BACKEND-EVENT {scenario} {e:?}");
+                            l.push(e);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Ok((
+            Served {
+                backend,
+                events,
+                stop,
+                thread: Some(thread),
+            },
+            first,
+        ))
     }
-    let mut xs = match XenStore::open_default() {
-        Ok(x) => x,
-        Err(e) => {
-            checks.report("xenstore_open", Err(e.to_string()));
-            return ExitCode::from(1);
+
+    fn saw(&self, f: impl Fn(&BackendEvent) -> bool) -> bool {
+        self.events.lock().map(|l| l.iter().any(f)).unwrap_or(false)
+    }
+
+    fn wait_for(&self, f: impl Fn(&BackendEvent) -> bool, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.saw(&f) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One boot of the kernel, with this program (`refused`) or the pvabi-xen backend (`backend`)
+/// on the other side.
+fn scenario(scenario: &'static str, img_path: &str, xs: &mut XenStore) -> u32 {
+    let with_backend = scenario == "backend";
+    let mut checks = Checks {
+        scenario,
+        failed: 0,
     };
-    let t_create = Instant::now();
+    let t0 = Instant::now();
+    let name = format!("pvh-{scenario}");
     let mut child = match Command::new("pvabi-pvh-run")
-        .args(["--paused", "--timeout", "150", "--name", NAME, img_path])
+        .args(["--paused", "--timeout", "150", "--name", &name, img_path])
         .stdout(Stdio::piped())
         .spawn()
     {
         Ok(c) => c,
         Err(e) => {
             checks.report("domain_created", Err(format!("spawn pvabi-pvh-run: {e}")));
-            return ExitCode::from(1);
+            return checks.failed;
         }
     };
     let Some(stdout) = child.stdout.take() else {
         checks.report("domain_created", Err("no stdout pipe".into()));
-        return ExitCode::from(1);
+        let _ = child.wait();
+        return checks.failed;
     };
     let mut stdout = BufReader::new(stdout);
     let mut first = String::new();
@@ -353,16 +447,38 @@ fn main() -> ExitCode {
         .trim()
         .strip_prefix("PVH-RUN-CREATED ")
         .and_then(|d| d.parse::<u32>().ok());
-    timing("domain_create", t_create);
+    checks.timing("domain_create", t0);
     let created = checks.report(
         "domain_created",
         domid
             .map(|d| format!("domid={d}"))
             .ok_or_else(|| format!("pvabi-pvh-run said {first:?}")),
     );
-    let mut guest_state = None;
+    let mut served = None;
     if let (true, Some(d)) = (created, domid) {
-        let prepared = checks.report("backend_initwait", prepare(&mut xs, d));
+        let prepared = if with_backend {
+            match Served::start(d, scenario) {
+                Ok((s, first)) => {
+                    let offered = first
+                        .iter()
+                        .any(|e| matches!(e, BackendEvent::Offered(x) if *x == d));
+                    served = Some(s);
+                    checks.report(
+                        "backend_initwait",
+                        if offered {
+                            Ok(format!(
+                                "pvabi-xen backend offered the handshake: {first:?}"
+                            ))
+                        } else {
+                            Err(format!("first reconcile: {first:?}"))
+                        },
+                    )
+                }
+                Err(e) => checks.report("backend_initwait", Err(e)),
+            }
+        } else {
+            checks.report("backend_initwait", prepare(xs, d))
+        };
         let t_run = Instant::now();
         let unpaused = Command::new("xl")
             .args(["unpause", &d.to_string()])
@@ -377,32 +493,36 @@ fn main() -> ExitCode {
             });
         checks.report("domain_unpaused", unpaused.map(|()| format!("domid={d}")));
         if prepared {
-            // Wait for the guest's Initialised (or its end).
+            // Wait for the guest's Initialised (or later states, or its end).
             let path = format!("/local/domain/{d}/device/pvabi/0/state");
             let deadline = Instant::now() + Duration::from_secs(120);
+            let mut guest_state = None;
             loop {
-                let st = xs.read(TxnId::NONE, &path).ok();
-                if let Some(v) = st.as_deref() {
+                if let Ok(v) = xs.read(TxnId::NONE, &path) {
                     if v != b"1" {
-                        guest_state = Some(String::from_utf8_lossy(v).into_owned());
+                        guest_state = Some(String::from_utf8_lossy(&v).into_owned());
                         break;
                     }
                 }
                 if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(Duration::from_millis(20));
             }
-            timing("guest_initialised", t_run);
+            checks.timing("guest_initialised", t_run);
+            // With the backend the guest may already have connected, used and closed the ring.
             let initialised = checks.report(
                 "guest_initialised",
                 match guest_state.as_deref() {
                     Some("3") => Ok("guest state 3".into()),
+                    Some(s @ ("4" | "5" | "6")) if with_backend => {
+                        Ok(format!("guest state {s} (already past 3)"))
+                    }
                     other => Err(format!("guest state {other:?}")),
                 },
             );
             if initialised {
-                let keys = guest_keys(&mut xs, d);
+                let keys = guest_keys(xs, d);
                 let shown = keys.as_ref().map(|k| {
                     GUEST_KEYS
                         .iter()
@@ -413,9 +533,39 @@ fn main() -> ExitCode {
                 });
                 checks.report("guest_keys", shown.map_err(|e| e.clone()));
                 if let Ok(k) = keys {
-                    checks.report("window_granted", check_window(d, &k));
+                    checks.report("window_granted", check_window(d, &k, !with_backend));
                 }
-                // No ring backend in this run: refuse as XEN-4 says, so that the guest ends.
+            }
+            if let Some(s) = served.as_ref() {
+                let limit = Duration::from_secs(60);
+                let connected = s.wait_for(
+                    |e| matches!(e, BackendEvent::Connected(x) if *x == d),
+                    limit,
+                );
+                checks.timing("backend_connected", t_run);
+                checks.report(
+                    "backend_connected",
+                    if connected {
+                        Ok("the pvabi-xen backend connected (state 4)".into())
+                    } else {
+                        Err(format!(
+                            "no Connected event; events {:?}",
+                            s.events.lock().map(|l| l.clone()).unwrap_or_default()
+                        ))
+                    },
+                );
+                let closed = s.wait_for(|e| matches!(e, BackendEvent::Closed(x) if *x == d), limit);
+                checks.timing("backend_closed", t_run);
+                checks.report(
+                    "backend_closed",
+                    if closed {
+                        Ok("the guest closed and the backend let go (XEN-9)".into())
+                    } else {
+                        Err("no Closed event after the guest's state 6".into())
+                    },
+                );
+            } else if initialised {
+                // No ring backend in this scenario: refuse as XEN-4 says, so that the guest ends.
                 let bdir = format!("/local/domain/0/backend/pvabi/{d}/0");
                 let refused = xs
                     .write(
@@ -436,9 +586,9 @@ fn main() -> ExitCode {
     let mut rest = String::new();
     let _ = stdout.read_to_string(&mut rest);
     let status = child.wait();
-    timing("total", t0);
+    checks.timing("total", t0);
     for line in rest.lines() {
-        println!("PVH-LOG {line}");
+        println!("PVH-LOG {scenario} {line}");
     }
     checks.report(
         "pvh_run_exit",
@@ -448,7 +598,68 @@ fn main() -> ExitCode {
             Err(e) => Err(e.to_string()),
         },
     );
-    if checks.failed == 0 {
+    if let (Some(mut s), Some(d)) = (served, domid) {
+        let console = s.backend.lock().map(|b| b.console(d)).unwrap_or_default();
+        let text = String::from_utf8_lossy(&console).into_owned();
+        checks.report(
+            "console_through_ring",
+            if text.contains(RING_GREETING) {
+                Ok(format!(
+                    "the backend's console for domain {d}: {:?}",
+                    text.trim_end()
+                ))
+            } else {
+                Err(format!("the backend's console for domain {d}: {text:?}"))
+            },
+        );
+        s.stop();
+    }
+    checks.failed
+}
+
+fn main() -> ExitCode {
+    let mut scenarios: Vec<&'static str> = Vec::new();
+    for a in std::env::args().skip(1) {
+        match a.as_str() {
+            "refused" => scenarios.push("refused"),
+            "backend" => scenarios.push("backend"),
+            _ => {
+                eprintln!("usage: pvh-check [refused|backend]...");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if scenarios.is_empty() {
+        scenarios = vec!["refused", "backend"];
+    }
+    let mut setup = Checks {
+        scenario: "setup",
+        failed: 0,
+    };
+    let image = match extract_image() {
+        Ok(i) => i,
+        Err(e) => {
+            setup.report("image", Err(e));
+            return ExitCode::from(1);
+        }
+    };
+    let img_path = "/tmp/pvh-check.elf";
+    if let Err(e) = std::fs::write(img_path, &image) {
+        setup.report("image", Err(format!("write {img_path}: {e}")));
+        return ExitCode::from(1);
+    }
+    let mut xs = match XenStore::open_default() {
+        Ok(x) => x,
+        Err(e) => {
+            setup.report("xenstore_open", Err(e.to_string()));
+            return ExitCode::from(1);
+        }
+    };
+    let failed: u32 = scenarios
+        .into_iter()
+        .map(|s| scenario(s, img_path, &mut xs))
+        .sum();
+    if failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

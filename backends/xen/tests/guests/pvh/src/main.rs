@@ -550,19 +550,21 @@ fn ring_checks(out: &mut Out<'_>, hc: Hypercalls, port: u32) {
     check!(
         out,
         "ring_console_write",
-        w.status == pvabi::Status::SUCCESS,
-        "{} value={}",
+        w.status == pvabi::Status::SUCCESS && w.value == msg.len() as u64,
+        "{} value={} (CONS-1: the length {})",
         St(w.status),
-        w.value
+        w.value,
+        msg.len()
     );
     let o = ring.call(call::CONSOLE_WRITE, [gpa(&OUTSIDE), 8, 0, 0, 0, 0]);
     check!(
         out,
         "ring_outside_window_refused",
-        o.status != pvabi::Status::SUCCESS,
-        "{} value={}",
+        o.status == pvabi::Status::INVALID_ADDRESS,
+        "{} value={} (XEN-7 and CONS-5: INVALID_ADDRESS for a buffer at {:#x}, outside the window)",
         St(o.status),
-        o.value
+        o.value,
+        gpa(&OUTSIDE)
     );
 }
 
