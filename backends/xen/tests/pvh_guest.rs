@@ -18,9 +18,13 @@
 //! Needs the set-up of `scripts/xen/setup.sh`. Without it the test says `SKIP: ... because
 //! ...` on stderr and passes.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::{build_payload, run_in_dom0, setup, tail, workspace_root};
 
 /// Steps the PVH kernel must report as passed.
 const GUEST_REQUIRED: &[&str] = &[
@@ -64,41 +68,10 @@ const DOM0_REQUIRED: &[&str] = &[
 /// Further dom0 checks of the `backend` scenario.
 const DOM0_BACKEND_REQUIRED: &[&str] = &["backend_connected", "console_through_ring"];
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 fn target_root() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))
-}
-
-fn tail(bytes: &[u8], lines: usize) -> String {
-    let s = String::from_utf8_lossy(bytes);
-    let v: Vec<&str> = s.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Runs `scripts/xen/setup.sh` without installing anything; `Err(reason)` when the set-up is not
-/// there.
-fn setup() -> Result<(), String> {
-    if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
-        return Err("the Xen set-up needs an x86_64 Linux host".into());
-    }
-    let out = Command::new("bash")
-        .arg(workspace_root().join("scripts/xen/setup.sh"))
-        .env("PVABI_XEN_NO_INSTALL", "1")
-        .output()
-        .map_err(|e| format!("cannot run scripts/xen/setup.sh: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "scripts/xen/setup.sh (without installing) failed: {}",
-            tail(&out.stderr, 3)
-        ))
-    }
 }
 
 /// Builds the PVH kernel (its own linker script with the Xen ELF note) and returns its path.
@@ -138,37 +111,6 @@ fn build_kernel() -> PathBuf {
         tail(&out.stderr, 30)
     );
     target_dir.join("x86_64-unknown-linux-gnu/release/xen-pvh-guest")
-}
-
-/// Builds the statically linked `pvh-check` and returns its path.
-fn build_dom0_program() -> PathBuf {
-    let target_dir = target_root().join("xen-payload");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = Command::new(cargo)
-        .current_dir(workspace_root())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "pvabi-xen",
-            "--bin",
-            "pvh-check",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-        ])
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "0")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "symbols")
-        .output()
-        .expect("run cargo build for the static pvh-check");
-    assert!(
-        out.status.success(),
-        "building the static pvh-check failed:\n{}",
-        tail(&out.stderr, 30)
-    );
-    target_dir.join("x86_64-unknown-linux-gnu/release/pvh-check")
 }
 
 /// `program` with `kernel` appended as `pvh-check` expects it: the image, its length
@@ -230,15 +172,9 @@ fn pvh_guest_under_real_xen() {
         return;
     }
     let kernel = build_kernel();
-    let program = build_dom0_program();
+    let program = build_payload("pvh-check");
     let payload = bundle(&program, &kernel);
-    let out = Command::new("bash")
-        .arg(workspace_root().join("scripts/xen/run-in-dom0.sh"))
-        .args(["--timeout", "400"])
-        .arg(&payload)
-        .args(["refused", "backend"])
-        .output()
-        .expect("run scripts/xen/run-in-dom0.sh");
+    let out = run_in_dom0(&payload, &[], &["refused", "backend"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");

@@ -11,7 +11,7 @@ use super::abi::xenbus_state;
 use super::grant::GrantTable;
 use super::hypercall::Doorbell;
 use super::xenstore::XsClient;
-use super::{format, parse_decimal, StrBuf, XenError};
+use super::{format, StrBuf, XenError};
 use core::sync::atomic::{AtomicU32, Ordering};
 use pvabi::ring::RingHeader;
 
@@ -341,16 +341,6 @@ pub fn backend_error<D: Doorbell>(
     join(backend.dir.as_str(), key::ERROR)
         .and_then(|p| xs.read(p.as_str(), out))
         .unwrap_or(0)
-}
-
-/// Parses a backend-written decimal node value (re-exported for callers that read keys
-/// themselves).
-///
-/// # Errors
-///
-/// [`XenError::BadValue`].
-pub fn parse_key(v: &[u8]) -> Result<u64, XenError> {
-    parse_decimal(v)
 }
 
 #[cfg(test)]

@@ -204,7 +204,7 @@ impl<'a, D: Doorbell> XsClient<'a, D> {
         Ok(())
     }
 
-    /// Reads exactly `out.len()` bytes, or discards `discard` bytes when `out` is empty.
+    /// Reads `want` response bytes into `out`, or discards them when `out` is `None`.
     fn read_exact(&mut self, mut out: Option<&mut [u8]>, mut want: usize) -> Result<(), XenError> {
         let i = self.intf;
         let mut spins = 0u64;
