@@ -3,13 +3,16 @@
 //! kernel to the program, runs it in the dom0 of Xen booted under QEMU
 //! (`scripts/xen/run-in-dom0.sh`), and asserts every line both report.
 //!
-//! The kernel boots twice in one Xen run:
+//! The kernel boots three times in one Xen run:
 //! - `refused`: `pvh-check` plays the backend's first part of the handshake, validates the
 //!   guest's keys (`XEN-3`) and grants (mapped through /dev/xen/gntdev: the index page and the
 //!   ring header), then refuses (`XEN-4`); the kernel must report exactly that refusal;
 //! - `backend`: the pvabi-xen backend serves the kernel: it connects, the kernel's ring calls
 //!   (BASE.GET_ABI_VERSION, CONSOLE.WRITE inside the window, CONSOLE.WRITE outside it) go through
-//!   the ring with the event-channel doorbell, and the kernel's console text reaches the backend.
+//!   the ring with the event-channel doorbell, and the kernel's console text reaches the backend;
+//! - `invalid`: the kernel publishes a ring order above the backend's limit (command line
+//!   `bad-ring-order`); the pvabi-xen backend must refuse without connecting (`XEN-3`, `XEN-4`)
+//!   and the kernel must report the backend's reason.
 //!
 //! In both, the kernel's own steps (`PVH-CHECK`: Xen detection, hypercall page, PV console,
 //! xenstore read/write/ENOENT/EACCES, grant-table mapping, event channels, the handshake) must
@@ -53,20 +56,33 @@ const GUEST_RING_REQUIRED: &[&str] = &[
     "ring_outside_window_refused",
 ];
 
-/// Checks the dom0 program must report as passed in each scenario.
+/// Checks the dom0 program must report as passed in every scenario.
 const DOM0_REQUIRED: &[&str] = &[
     "domain_created",
     "backend_initwait",
     "domain_unpaused",
     "guest_initialised",
-    "guest_keys",
-    "window_granted",
-    "backend_closed",
     "pvh_run_exit",
 ];
 
-/// Further dom0 checks of the `backend` scenario.
-const DOM0_BACKEND_REQUIRED: &[&str] = &["backend_connected", "console_through_ring"];
+/// Further dom0 checks per scenario.
+const DOM0_SCENARIO_REQUIRED: &[(&str, &[&str])] = &[
+    (
+        "refused",
+        &["guest_keys", "window_granted", "backend_closed"],
+    ),
+    (
+        "backend",
+        &[
+            "guest_keys",
+            "window_granted",
+            "backend_connected",
+            "backend_closed",
+            "console_through_ring",
+        ],
+    ),
+    ("invalid", &["guest_keys_rejected", "backend_refused"]),
+];
 
 fn target_root() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -164,7 +180,8 @@ fn assert_all_passed(kind: &str, found: &BTreeMap<String, (bool, String)>, requi
 }
 
 /// The PVH kernel under real Xen: refused by `pvh-check` after the first part of the
-/// handshake, then served by the pvabi-xen backend.
+/// handshake, served by the pvabi-xen backend, and refused by that backend for a ring order
+/// above its limit.
 #[test]
 fn pvh_guest_under_real_xen() {
     if let Err(why) = setup() {
@@ -174,7 +191,7 @@ fn pvh_guest_under_real_xen() {
     let kernel = build_kernel();
     let program = build_payload("pvh-check");
     let payload = bundle(&program, &kernel);
-    let out = run_in_dom0(&payload, &[], &["refused", "backend"]);
+    let out = run_in_dom0(&payload, &[], &["refused", "backend", "invalid"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stdout}{stderr}");
@@ -182,7 +199,7 @@ fn pvh_guest_under_real_xen() {
     assert_ne!(code, Some(125), "dom0 did not run pvh-check:\n{stderr}");
     assert_ne!(code, Some(124), "the Xen VM timed out:\n{stderr}");
 
-    for scenario in ["refused", "backend"] {
+    for (scenario, dom0_extra) in DOM0_SCENARIO_REQUIRED {
         // The kernel's lines come back from its console log, relayed as
         // `PVH-LOG <scenario> <line>`.
         let log = |line: &str| format!("PVH-LOG {scenario} {line}");
@@ -190,12 +207,21 @@ fn pvh_guest_under_real_xen() {
         let dom0 = checks(&stdout, &format!("DOM0-CHECK {scenario}."));
         let mut guest_required = GUEST_REQUIRED.to_vec();
         let mut dom0_required = DOM0_REQUIRED.to_vec();
-        let connect = if scenario == "backend" {
-            guest_required.extend(GUEST_RING_REQUIRED);
-            dom0_required.extend(DOM0_BACKEND_REQUIRED);
-            log("PVH-CONNECT connected")
-        } else {
-            log("PVH-CONNECT refused error=pvh-check: no ring backend in this run")
+        dom0_required.extend(*dom0_extra);
+        let connect = match *scenario {
+            "backend" => {
+                guest_required.extend(GUEST_RING_REQUIRED);
+                log("PVH-CONNECT connected")
+            }
+            "refused" => log("PVH-CONNECT refused error=pvh-check: no ring backend in this run"),
+            _ => {
+                // The kernel must report the reason the pvabi-xen backend gave.
+                let why = dom0
+                    .get("backend_refused")
+                    .and_then(|(_, d)| d.strip_prefix("reason="))
+                    .unwrap_or("<no reason reported>");
+                log(&format!("PVH-CONNECT refused error={why}"))
+            }
         };
         assert_all_passed(&format!("{scenario}: PVH kernel"), &guest, &guest_required);
         assert_all_passed(&format!("{scenario}: dom0"), &dom0, &dom0_required);

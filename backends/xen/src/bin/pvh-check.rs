@@ -9,7 +9,10 @@
 //! - `backend`: the pvabi-xen backend ([`pvabi_xen::transport::Backend`] over xenstored,
 //!   /dev/xen/gntdev and /dev/xen/evtchn) serves the domain: it offers, connects, serves the
 //!   guest's ring calls and closes; this program checks the same keys and grants, the backend's
-//!   events and that the guest's CONSOLE.WRITE through the ring reached the backend.
+//!   events and that the guest's CONSOLE.WRITE through the ring reached the backend;
+//! - `invalid`: the kernel, told so on its command line (`bad-ring-order`), publishes a ring
+//!   order above the backend's `max-ring-order`; the pvabi-xen backend must refuse (`XEN-3`,
+//!   `XEN-4`) without connecting, and the kernel reports the backend's `error`.
 //!
 //! The guest's console comes back as `PVH-LOG <scenario> <line>`.
 //!
@@ -25,7 +28,7 @@
 //! BACKEND-EVENT <scenario> <event>
 //! ```
 //!
-//! Usage: `pvh-check [refused|backend]...` (default: both, in that order). Exit status 0 when
+//! Usage: `pvh-check [refused|backend|invalid]...` (default: all three, in that order). Exit status 0 when
 //! every dom0 check passed, 1 otherwise.
 
 use std::io::{BufRead, BufReader, Read};
@@ -417,7 +420,9 @@ impl Drop for Served {
 /// One boot of the kernel, with this program (`refused`) or the pvabi-xen backend (`backend`)
 /// on the other side.
 fn scenario(scenario: &'static str, img_path: &str, xs: &mut XenStore) -> u32 {
-    let with_backend = scenario == "backend";
+    let with_backend = scenario != "refused";
+    let invalid = scenario == "invalid";
+    let cmdline = if invalid { "bad-ring-order" } else { "" };
     let mut checks = Checks {
         scenario,
         failed: 0,
@@ -425,7 +430,15 @@ fn scenario(scenario: &'static str, img_path: &str, xs: &mut XenStore) -> u32 {
     let t0 = Instant::now();
     let name = format!("pvh-{scenario}");
     let mut child = match Command::new("pvabi-pvh-run")
-        .args(["--paused", "--timeout", "150", "--name", &name, img_path])
+        .args([
+            "--paused",
+            "--timeout",
+            "150",
+            "--name",
+            &name,
+            img_path,
+            cmdline,
+        ])
         .stdout(Stdio::piped())
         .spawn()
     {
@@ -531,12 +544,47 @@ fn scenario(scenario: &'static str, img_path: &str, xs: &mut XenStore) -> u32 {
                         .collect::<Vec<_>>()
                         .join(" ")
                 });
-                checks.report("guest_keys", shown.map_err(|e| e.clone()));
-                if let Ok(k) = keys {
-                    checks.report("window_granted", check_window(d, &k, !with_backend));
+                if invalid {
+                    // The kernel published a ring order above the limit on purpose.
+                    checks.report(
+                        "guest_keys_rejected",
+                        match shown {
+                            Err(e) if e.starts_with("ring-order") => Ok(format!("XEN-3: {e}")),
+                            other => Err(format!("expected a ring-order refusal, got {other:?}")),
+                        },
+                    );
+                } else {
+                    checks.report("guest_keys", shown.map_err(|e| e.clone()));
+                    if let Ok(k) = keys {
+                        checks.report("window_granted", check_window(d, &k, !with_backend));
+                    }
                 }
             }
-            if let Some(s) = served.as_ref() {
+            if let (Some(s), true) = (served.as_ref(), invalid) {
+                let limit = Duration::from_secs(60);
+                let refused = s.wait_for(
+                    |e| matches!(e, BackendEvent::Refused(x, _) if *x == d),
+                    limit,
+                );
+                checks.timing("backend_refused", t_run);
+                let events = s.events.lock().map(|l| l.clone()).unwrap_or_default();
+                let why = events.iter().find_map(|e| match e {
+                    BackendEvent::Refused(x, why) if *x == d => Some(why.clone()),
+                    _ => None,
+                });
+                let connected = events
+                    .iter()
+                    .any(|e| matches!(e, BackendEvent::Connected(x) if *x == d));
+                checks.report(
+                    "backend_refused",
+                    match (refused, why, connected) {
+                        (true, Some(why), false) => Ok(format!("reason={why}")),
+                        _ => Err(format!(
+                            "the backend did not refuse ring-order above its limit: {events:?}"
+                        )),
+                    },
+                );
+            } else if let Some(s) = served.as_ref() {
                 let limit = Duration::from_secs(60);
                 let connected = s.wait_for(
                     |e| matches!(e, BackendEvent::Connected(x) if *x == d),
@@ -598,7 +646,7 @@ fn scenario(scenario: &'static str, img_path: &str, xs: &mut XenStore) -> u32 {
             Err(e) => Err(e.to_string()),
         },
     );
-    if let (Some(mut s), Some(d)) = (served, domid) {
+    if let (Some(mut s), Some(d), false) = (served, domid, invalid) {
         let console = s.backend.lock().map(|b| b.console(d)).unwrap_or_default();
         let text = String::from_utf8_lossy(&console).into_owned();
         checks.report(
@@ -623,14 +671,15 @@ fn main() -> ExitCode {
         match a.as_str() {
             "refused" => scenarios.push("refused"),
             "backend" => scenarios.push("backend"),
+            "invalid" => scenarios.push("invalid"),
             _ => {
-                eprintln!("usage: pvh-check [refused|backend]...");
+                eprintln!("usage: pvh-check [refused|backend|invalid]...");
                 return ExitCode::from(2);
             }
         }
     }
     if scenarios.is_empty() {
-        scenarios = vec!["refused", "backend"];
+        scenarios = vec!["refused", "backend", "invalid"];
     }
     let mut setup = Checks {
         scenario: "setup",

@@ -258,6 +258,36 @@ impl core::fmt::Display for St {
     }
 }
 
+/// Whether the command line in the `hvm_start_info` at `start_info` contains `word` (a
+/// space-separated token).
+fn cmdline_has(start_info: u64, word: &[u8]) -> bool {
+    if start_info == 0 || start_info >= (1 << 32) - 32 || !start_info.is_multiple_of(8) {
+        return false;
+    }
+    // SAFETY: the hvm_start_info lies in the identity-mapped first 4 GiB (checked above);
+    // `cmdline_paddr` is the u64 at offset 24, read volatile and aligned.
+    let p = unsafe { core::ptr::read_volatile((start_info + 24) as *const u64) };
+    if p == 0 || p >= (1 << 32) - 256 {
+        return false;
+    }
+    let mut buf = [0u8; 256];
+    let mut len = 0;
+    for (i, b) in buf.iter_mut().enumerate() {
+        // SAFETY: `p + i` is below 4 GiB (checked: p < 4 GiB - 256, i < 256), identity mapped;
+        // byte reads need no alignment.
+        let c = unsafe { core::ptr::read_volatile((p + i as u64) as *const u8) };
+        if c == 0 {
+            break;
+        }
+        *b = c;
+        len = i + 1;
+    }
+    buf.get(..len)
+        .unwrap_or_default()
+        .split(|&c| c == b' ')
+        .any(|t| t == word)
+}
+
 /// The domain id in the `domid` node.
 fn read_domid<D: Doorbell>(xs: &mut XsClient<'_, D>) -> Result<u32, XenError> {
     let d = xs.read_u64("domid")?;
@@ -477,21 +507,40 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
         off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF);
     };
     init_header(&WINDOW.ring);
+    // `bad-ring-order` on the command line: publish a ring order above the backend's limit
+    // (the ring header still says the real order), which the backend must refuse (XEN-3/4).
+    let bad_order = cmdline_has(start_info, b"bad-ring-order");
     let keys = FrontendKeys {
         window_gfn,
         window_pages: u64::from(WINDOW_PAGES),
         window_index_ref: index_ref,
         ring_gpa: gpa(&WINDOW.ring),
-        ring_order: RingShared::<8>::ORDER,
+        ring_order: if bad_order {
+            backend
+                .max_ring_order
+                .saturating_add(1)
+                .min(u64::from(u32::MAX)) as u32
+        } else {
+            RingShared::<8>::ORDER
+        },
         event_channel: port,
     };
     let layout = keys.check(backend.max_window_pages, backend.max_ring_order);
-    check!(
-        out,
-        "handshake_layout",
-        layout.is_ok(),
-        "{keys:?} {layout:?}"
-    );
+    if bad_order {
+        check!(
+            out,
+            "handshake_layout",
+            layout.is_err(),
+            "deliberately invalid (bad-ring-order), the guest's own check says {layout:?}: {keys:?}"
+        );
+    } else {
+        check!(
+            out,
+            "handshake_layout",
+            layout.is_ok(),
+            "{keys:?} {layout:?}"
+        );
+    }
     let published = handshake::publish(&mut xs, domid, &keys);
     check!(
         out,
