@@ -52,8 +52,10 @@ const GUEST_REQUIRED: &[&str] = &[
 /// Further steps the kernel must report as passed when the pvabi-xen backend serves it.
 const GUEST_RING_REQUIRED: &[&str] = &[
     "ring_get_abi_version",
+    "ring_batch",
     "ring_console_write",
     "ring_outside_window_refused",
+    "handshake_closed",
 ];
 
 /// Checks the dom0 program must report as passed in every scenario.

@@ -5,7 +5,8 @@
 //! its `state` is 2), [`grant_window`] (the window pages and the index page, grant table v1),
 //! an unbound event channel for the backend ([`super::Hypercalls::evtchn_alloc_unbound`]), the
 //! ring header ([`super::ring::init_header`]), [`publish`] (every guest key, then `state` = 3),
-//! and [`wait_connected`] (the backend's `state` = 4) before the first request.
+//! and [`wait_connected`] (the backend's `state` = 4) before the first request; [`close`] ends
+//! the connection.
 
 use super::abi::xenbus_state;
 use super::grant::GrantTable;
@@ -330,6 +331,33 @@ pub fn wait_connected<D: Doorbell>(
     } else {
         Err(XenError::Refused)
     }
+}
+
+/// Closes the connection as `XEN-9` expects: writes the guest's `state` = 5 (Closing), waits
+/// (at most `polls` reads) until the backend's `state` is 6 (it has then unmapped the window
+/// and unbound the event channel, so the window's pages are the guest's alone again), and
+/// writes `state` = 6 (Closed).
+///
+/// # Errors
+///
+/// [`XenError::TimedOut`] if the backend does not reach 6 (the guest's state stays 5); the
+/// store's errors.
+pub fn close<D: Doorbell>(
+    xs: &mut XsClient<'_, D>,
+    domid: u32,
+    backend: &BackendInfo,
+    polls: u64,
+) -> Result<(), XenError> {
+    let state = join(frontend_dir(domid)?.as_str(), key::STATE)?;
+    xs.write_u64(state.as_str(), u64::from(xenbus_state::CLOSING))?;
+    wait_state(
+        xs,
+        join(backend.dir.as_str(), key::STATE)?.as_str(),
+        u64::from(xenbus_state::CLOSED),
+        u64::from(xenbus_state::CLOSED),
+        polls,
+    )?;
+    xs.write_u64(state.as_str(), u64::from(xenbus_state::CLOSED))
 }
 
 /// The backend's `error` key into `out` (empty if there is none); returns its length.

@@ -3,7 +3,8 @@
 //!
 //! Same protocol as [`crate::ring::RingGate`]: requests are written, `req_prod` is advanced
 //! (release), the doorbell is notified unless the host set `host_polling`, and the completions
-//! are awaited by polling. One caller at a time (`&mut self`).
+//! are awaited by polling and matched by cookie. [`XenRing::call_batch`] posts many calls with
+//! one notification. One caller at a time (`&mut self`).
 
 use super::hypercall::Doorbell;
 use super::XenError;
@@ -12,7 +13,7 @@ use crate::shared::{RingCompletionShared, RingHeaderShared, RingRequestShared, R
 use core::sync::atomic::{fence, Ordering};
 use pvabi::call::CallId;
 use pvabi::ring::RingHeader;
-use pvabi::{Ret, Status};
+use pvabi::{Regs, Ret, Status};
 
 /// Writes the ring header of `RING-2` (magic, order, zeroed counters) into `ring`.
 pub fn init_header<const SLOTS: usize>(ring: &RingShared<SLOTS>) {
@@ -55,6 +56,11 @@ impl<'a, D: Doorbell> XenRing<'a, D> {
         }
     }
 
+    /// Number of slots.
+    pub fn slots(&self) -> usize {
+        self.requests.len()
+    }
+
     /// One call through the ring; returns the host's (status, value).
     ///
     /// # Errors
@@ -64,22 +70,49 @@ impl<'a, D: Doorbell> XenRing<'a, D> {
     /// ring is then unusable: later calls get `FAILED`); `FAILED` for completions that do not
     /// match, or a failed notification.
     pub fn call(&mut self, id: CallId, args: [u64; 6]) -> Ret {
-        if bypasses_ring(id) {
-            return Ret::err(Status::INVALID_PARAM);
-        }
-        if self.broken {
-            return Ret::err(Status::FAILED);
-        }
-        match self.call_inner(id, args) {
-            Ok(r) => r,
-            Err(s) => {
-                self.broken = true;
-                Ret::err(s)
+        let mut out = [Ret::err(Status::FAILED)];
+        match self.call_batch(&[Regs::new(id, args)], &mut out) {
+            Ok(()) => {
+                let [r] = out;
+                r
             }
+            Err(s) => Ret::err(s),
         }
     }
 
-    fn call_inner(&mut self, id: CallId, args: [u64; 6]) -> Result<Ret, Status> {
+    /// Posts `calls` in chunks of at most [`XenRing::slots`], notifying once per chunk, and
+    /// stores each call's (status, value) in `out` at the same index. Completions may arrive
+    /// in any order; they are matched by cookie.
+    ///
+    /// # Errors
+    ///
+    /// `INVALID_PARAM` if `out` is shorter than `calls`, a call id has bits above 31 or must
+    /// bypass the ring; `TIMED_OUT` after the spin limit; `FAILED` if the ring is unusable
+    /// after an earlier failure, the host's completions are inconsistent (too many, unknown or
+    /// repeated cookies) or the notification failed. After `TIMED_OUT` or `FAILED` the ring
+    /// stays unusable.
+    pub fn call_batch(&mut self, calls: &[Regs], out: &mut [Ret]) -> Result<(), Status> {
+        if out.len() < calls.len()
+            || calls
+                .iter()
+                .any(|r| r.rax >> 32 != 0 || bypasses_ring(CallId(r.rax as u32)))
+        {
+            return Err(Status::INVALID_PARAM);
+        }
+        if self.broken {
+            return Err(Status::FAILED);
+        }
+        let n = self.slots().max(1);
+        for (chunk, out_chunk) in calls.chunks(n).zip(out.chunks_mut(n)) {
+            if let Err(s) = self.run_chunk(chunk, out_chunk) {
+                self.broken = true;
+                return Err(s);
+            }
+        }
+        Ok(())
+    }
+
+    fn run_chunk(&mut self, calls: &[Regs], out: &mut [Ret]) -> Result<(), Status> {
         let h = self.header;
         let mask = self.requests.len().wrapping_sub(1);
         let prod = h.req_prod.load(Ordering::Relaxed);
@@ -87,48 +120,66 @@ impl<'a, D: Doorbell> XenRing<'a, D> {
         if prod != cons {
             return Err(Status::FAILED);
         }
-        let slot = self
-            .requests
-            .get(prod as usize & mask)
-            .ok_or(Status::FAILED)?;
-        slot.cookie.store(prod, Ordering::Relaxed);
-        slot.call_id.store(id.0, Ordering::Relaxed);
-        for (a, v) in slot.args.iter().zip(args) {
-            a.store(v, Ordering::Relaxed);
+        let k = calls.len() as u32;
+        for (i, r) in calls.iter().enumerate() {
+            let seq = prod.wrapping_add(i as u32);
+            let slot = self
+                .requests
+                .get(seq as usize & mask)
+                .ok_or(Status::FAILED)?;
+            slot.cookie.store(seq, Ordering::Relaxed);
+            slot.call_id.store(r.rax as u32, Ordering::Relaxed);
+            for (a, v) in slot.args.iter().zip(r.args) {
+                a.store(v, Ordering::Relaxed);
+            }
         }
-        h.req_prod.store(prod.wrapping_add(1), Ordering::Release);
+        h.req_prod.store(prod.wrapping_add(k), Ordering::Release);
+        // Order the producer store before the `host_polling` load (a store-load pair).
         fence(Ordering::SeqCst);
         if h.host_polling.load(Ordering::Acquire) == 0 {
             self.bell.notify().map_err(|_| Status::FAILED)?;
         }
+        // At most 256 slots (RING-1): one bit per call of the chunk.
+        let mut seen = [0u64; 4];
+        let mut done = 0u32;
         let mut spins = 0u64;
-        loop {
+        while done < k {
             let avail = h.cmp_prod.load(Ordering::Acquire).wrapping_sub(cons);
-            match avail {
-                0 => {
-                    spins += 1;
-                    if spins > self.spin_limit {
-                        return Err(Status::TIMED_OUT);
-                    }
-                    self.bell.idle();
+            if avail > k {
+                return Err(Status::FAILED);
+            }
+            if avail <= done {
+                spins += 1;
+                if spins > self.spin_limit {
+                    return Err(Status::TIMED_OUT);
                 }
-                1 => break,
-                _ => return Err(Status::FAILED),
+                self.bell.idle();
+                continue;
+            }
+            while done < avail {
+                let c = self
+                    .completions
+                    .get(cons.wrapping_add(done) as usize & mask)
+                    .ok_or(Status::FAILED)?;
+                let idx = c.cookie.load(Ordering::Relaxed).wrapping_sub(prod) as usize;
+                if idx >= k as usize {
+                    return Err(Status::FAILED);
+                }
+                let word = seen.get_mut(idx / 64).ok_or(Status::FAILED)?;
+                if *word & (1 << (idx % 64)) != 0 {
+                    return Err(Status::FAILED);
+                }
+                *word |= 1 << (idx % 64);
+                let o = out.get_mut(idx).ok_or(Status::FAILED)?;
+                *o = Ret {
+                    status: Status::from_reg(c.status.load(Ordering::Relaxed) as u64),
+                    value: c.value.load(Ordering::Relaxed),
+                };
+                done += 1;
             }
         }
-        let c = self
-            .completions
-            .get(cons as usize & mask)
-            .ok_or(Status::FAILED)?;
-        if c.cookie.load(Ordering::Relaxed) != prod {
-            return Err(Status::FAILED);
-        }
-        let ret = Ret {
-            status: Status::from_reg(c.status.load(Ordering::Relaxed) as u64),
-            value: c.value.load(Ordering::Relaxed),
-        };
-        h.cmp_cons.store(cons.wrapping_add(1), Ordering::Release);
-        Ok(ret)
+        h.cmp_cons.store(cons.wrapping_add(k), Ordering::Release);
+        Ok(())
     }
 }
 
@@ -253,6 +304,85 @@ mod tests {
             bad_cookie: true,
         };
         let mut r = XenRing::new(&ring, &liar, 10);
+        assert_eq!(
+            r.call(call::BASE_GET_ABI_VERSION, [0; 6]).status,
+            Status::FAILED
+        );
+    }
+
+    /// Completes all posted requests at once, in reverse order, with value `2 * arg0`;
+    /// `dup` repeats the first cookie instead.
+    struct Reverse<'a> {
+        ring: &'a RingShared<4>,
+        rung: Cell<u32>,
+        dup: bool,
+    }
+    impl Doorbell for &Reverse<'_> {
+        fn notify(&self) -> Result<(), XenError> {
+            self.rung.set(self.rung.get() + 1);
+            Ok(())
+        }
+        fn idle(&self) {
+            let h = &self.ring.header;
+            let prod = h.req_prod.load(Ordering::Acquire);
+            let first = h.req_cons.load(Ordering::Relaxed);
+            let n = prod.wrapping_sub(first);
+            let mut cp = h.cmp_prod.load(Ordering::Relaxed);
+            for j in (0..n).rev() {
+                let r = &self.ring.requests[first.wrapping_add(j) as usize % 4];
+                let c = &self.ring.completions[cp as usize % 4];
+                let cookie = if self.dup {
+                    first
+                } else {
+                    r.cookie.load(Ordering::Relaxed)
+                };
+                c.cookie.store(cookie, Ordering::Relaxed);
+                c.status.store(0, Ordering::Relaxed);
+                c.value
+                    .store(2 * r.args[0].load(Ordering::Relaxed), Ordering::Relaxed);
+                cp = cp.wrapping_add(1);
+            }
+            h.req_cons.store(prod, Ordering::Release);
+            h.cmp_prod.store(cp, Ordering::Release);
+        }
+    }
+
+    #[test]
+    fn batches_are_chunked_and_matched_by_cookie() {
+        let ring = std::boxed::Box::new(RingShared::<4>::new());
+        init_header(&ring);
+        let host = Reverse {
+            ring: &ring,
+            rung: Cell::new(0),
+            dup: false,
+        };
+        let mut r = XenRing::new(&ring, &host, 1000);
+        let calls: std::vec::Vec<Regs> = (0..10u64)
+            .map(|i| Regs::new(call::BASE_GET_ABI_VERSION, [i, 0, 0, 0, 0, 0]))
+            .collect();
+        let mut out = [Ret::err(Status::FAILED); 10];
+        r.call_batch(&calls, &mut out).unwrap();
+        for (i, o) in out.iter().enumerate() {
+            assert_eq!((o.status, o.value), (Status::SUCCESS, 2 * i as u64));
+        }
+        assert_eq!(host.rung.get(), 3, "one notification per chunk of 4");
+        let mut short = [Ret::err(Status::FAILED); 2];
+        assert_eq!(
+            r.call_batch(&calls[..3], &mut short),
+            Err(Status::INVALID_PARAM)
+        );
+        let bypass = [Regs::new(call::VCPU_BLOCK, [0; 6])];
+        assert_eq!(r.call_batch(&bypass, &mut out), Err(Status::INVALID_PARAM));
+
+        let ring = std::boxed::Box::new(RingShared::<4>::new());
+        init_header(&ring);
+        let dup = Reverse {
+            ring: &ring,
+            rung: Cell::new(0),
+            dup: true,
+        };
+        let mut r = XenRing::new(&ring, &dup, 1000);
+        assert_eq!(r.call_batch(&calls[..2], &mut out), Err(Status::FAILED));
         assert_eq!(
             r.call(call::BASE_GET_ABI_VERSION, [0; 6]).status,
             Status::FAILED

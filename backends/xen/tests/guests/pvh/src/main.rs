@@ -555,24 +555,37 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
         Ok(()) => {
             let _ = writeln!(out, "PVH-CONNECT connected");
             ring_checks(&mut out, hc, port);
+            // XEN-9: Closing, the backend lets go of the window (state 6), then Closed.
+            let closed = handshake::close(&mut xs, domid, &backend, STATE_POLLS);
+            check!(
+                out,
+                "handshake_closed",
+                closed.is_ok(),
+                "state 5, backend state 6, state 6: {closed:?}"
+            );
         }
         Err(XenError::Refused) => {
             let mut why = [0u8; 200];
             let n = handshake::backend_error(&mut xs, &backend, &mut why);
             let why = core::str::from_utf8(why.get(..n).unwrap_or_default()).unwrap_or("?");
             let _ = writeln!(out, "PVH-CONNECT refused error={why}");
+            set_closed(&mut xs, domid);
         }
         Err(e) => {
             let _ = writeln!(out, "PVH-CONNECT failed {e}");
+            set_closed(&mut xs, domid);
         }
     }
-    // Closed (XEN-9): the backend lets go of the window before the domain goes away.
+    off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF)
+}
+
+/// Writes the guest's `state` = 6 (Closed) after a refused or failed handshake.
+fn set_closed<D: Doorbell>(xs: &mut XsClient<'_, D>, domid: u32) {
     if let Ok(fdir) = handshake::frontend_dir(domid) {
         if let Ok(p) = handshake::join(fdir.as_str(), handshake::key::STATE) {
             let _ = xs.write_u64(p.as_str(), u64::from(xenbus_state::CLOSED));
         }
     }
-    off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF)
 }
 
 /// Calls through the connected ring: BASE.GET_ABI_VERSION, CONSOLE.WRITE of a buffer inside
@@ -587,6 +600,23 @@ fn ring_checks(out: &mut Out<'_>, hc: Hypercalls, port: u32) {
         "{} value={:#x}",
         St(v.status),
         v.value
+    );
+    // Twelve calls in one batch: two chunks of the ring's eight slots, one notification each.
+    let calls = [pvabi::Regs::new(call::BASE_GET_ABI_VERSION, [0; 6]); 12];
+    let mut rets = [pvabi::Ret::err(pvabi::Status::FAILED); 12];
+    let batch = ring.call_batch(&calls, &mut rets);
+    let good = rets
+        .iter()
+        .filter(|r| r.status == pvabi::Status::SUCCESS && r.value == v.value)
+        .count();
+    check!(
+        out,
+        "ring_batch",
+        batch.is_ok() && good == rets.len(),
+        "{batch:?}: {good} of {} BASE.GET_ABI_VERSION answered {:#x} in chunks of {}",
+        rets.len(),
+        v.value,
+        ring.slots()
     );
     let msg = b"pvabi console write through the Xen ring\n";
     for (d, &b) in WINDOW.data.0.iter().zip(msg.iter()) {
