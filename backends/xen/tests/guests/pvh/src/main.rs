@@ -381,7 +381,7 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
         Ok(pfn) => unsafe { shared_page::<XsInterface>(pfn) },
         Err(_) => None,
     };
-    let ok = check!(
+    check!(
         out,
         "store_params",
         intf.is_some() && store_port.is_ok(),
@@ -390,7 +390,6 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     let (Some(intf), Ok(store_port)) = (intf, store_port) else {
         off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF);
     };
-    debug_assert!(ok);
     let mut xs = XsClient::new(
         intf,
         EventChannel {
