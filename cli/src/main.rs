@@ -128,7 +128,7 @@ fn backends(
         }
     }
     if all || which == Some(BackendArg::Xen) {
-        v.push(Box::new(conformance::XenBackend));
+        v.push(Box::new(conformance::XenBackend { filter }));
     }
     v
 }

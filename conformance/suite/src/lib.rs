@@ -24,7 +24,7 @@
 use core::fmt::{self, Write as _};
 
 use pvabi::harness::Outcome;
-use pvabi::{CallId, Ret, Status};
+use pvabi::{CallId, Features, Ret, ServiceId, Status};
 use pvabi_guest::harness::Record;
 use pvabi_guest::{GuestArena, Pvabi};
 
@@ -53,6 +53,33 @@ pub trait Platform: Sync {
 }
 
 static PROLOGUE: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// Set while a case runs when the platform's gate could not carry a call (see
+/// [`gate_cannot_carry`]); holds the call id with bit 63 set.
+static GATE_REFUSED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Called by a platform whose only gate cannot carry `call` (the shared-ring gate of a
+/// ring-only transport refuses the calls of `RING-6`): the running case is reported skipped,
+/// naming the call, because what it checks cannot be reached on this platform.
+pub fn gate_cannot_carry(call: CallId) {
+    let _ = GATE_REFUSED.compare_exchange(
+        0,
+        (1 << 63) | u64::from(call.0),
+        core::sync::atomic::Ordering::AcqRel,
+        core::sync::atomic::Ordering::Acquire,
+    );
+}
+
+/// The feature bit a service is offered behind, if any: a host that clears it may answer
+/// `BASE.PROBE_SERVICE` with 0 for the service (`BASE-5`, `BASE-11`).
+pub fn service_feature(svc: ServiceId) -> Option<Features> {
+    match svc {
+        ServiceId::GRANT => Some(Features::GRANT),
+        ServiceId::MULTICALL => Some(Features::MULTICALL),
+        ServiceId::HARNESS => Some(Features::HARNESS),
+        _ => None,
+    }
+}
 
 /// Every guest function started with VCPU.START MUST call this first: it runs the
 /// environment's per-vCPU set-up (see [`Platform::vcpu_prologue_fn`]).
@@ -129,6 +156,8 @@ pub struct Shared {
     /// Set once a case registered the event page (cases that need events call
     /// `store::events`).
     pub events: Option<pvabi_guest::event::EventChannels>,
+    /// The end of the highest RAM entry of MEMORY.GET_MAP, for a guest without a boot info.
+    pub map_ram_end: u64,
 }
 
 /// The context a case runs in.
@@ -389,9 +418,14 @@ impl<'a> Ctx<'a> {
         unsafe { self.pv.call_unchecked(id, args) }
     }
 
-    /// The total guest RAM size in bytes, from the memory map (for out-of-RAM addresses).
+    /// The total guest RAM size in bytes (for out-of-RAM addresses): the boot info's, or for a
+    /// guest without one (a transport with no boot handoff) the end of the highest RAM entry
+    /// of MEMORY.GET_MAP.
     pub fn ram_end(&self) -> u64 {
-        self.pv.info().boot_info.map_or(0, |b| b.mem_size)
+        self.pv
+            .info()
+            .boot_info
+            .map_or(self.shared.map_ram_end, |b| b.mem_size)
     }
 
     /// In a terminal case: reports the checks made so far as the record `<name>::before`
@@ -458,7 +492,10 @@ pub fn run_terminal(pv: Pvabi, platform: &dyn Platform, arena: &GuestArena, name
         return;
     };
     set_prologue(platform);
-    let mut shared = Shared::default();
+    let mut shared = Shared {
+        map_ram_end: map_ram_end(pv, arena),
+        ..Shared::default()
+    };
     let mut ctx = Ctx::new(pv, platform, &mut shared, arena);
     // The record is sent by `Ctx::report_before_end`, which the case calls right before it
     // ends the guest; if it never does, the runner notices the missing record.
@@ -539,6 +576,43 @@ fn report_case(ctx: &Ctx<'_>, case: &Case, outcome: Outcome, scratch: &mut [u8])
     refused
 }
 
+/// The end of the highest RAM entry of MEMORY.GET_MAP (0 when the map cannot be read).
+fn map_ram_end(pv: Pvabi, arena: &GuestArena) -> u64 {
+    const ENTRIES: usize = 64;
+    let size = pvabi::memory::MemMapEntry::SIZE;
+    let Some(buf) = arena.alloc_bytes(ENTRIES * size, 8) else {
+        return 0;
+    };
+    let Ok(gpa) = pv.translate().gpa_of(buf.as_ptr() as usize, buf.len()) else {
+        return 0;
+    };
+    // SAFETY: the buffer is `ENTRIES` map entries of arena memory this function owns; the host
+    // writes at most that many (MEM-1) and the bytes are only read after the call.
+    let r = unsafe {
+        pv.call_unchecked(
+            pvabi::call::MEMORY_GET_MAP,
+            [gpa, ENTRIES as u64, 0, 0, 0, 0],
+        )
+    };
+    if !r.status.is_success() {
+        return 0;
+    }
+    let n = usize::try_from(r.value).unwrap_or(ENTRIES).min(ENTRIES);
+    let mut end = 0u64;
+    for e in buf.chunks_exact(size).take(n) {
+        let word = |o: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&e[o..o + 8]);
+            u64::from_le_bytes(b)
+        };
+        let kind = u32::from_le_bytes([e[16], e[17], e[18], e[19]]);
+        if kind == pvabi::memory::MemKind::RAM.0 {
+            end = end.max(word(0).saturating_add(word(8)));
+        }
+    }
+    end
+}
+
 /// Runs every case (or those whose name starts with `filter`), reports each one through
 /// HARNESS.REPORT, then reports the END record.
 pub fn run_suite(
@@ -553,12 +627,28 @@ pub fn run_suite(
         return sum;
     };
     set_prologue(platform);
-    let mut shared = Shared::default();
+    let mut shared = Shared {
+        map_ram_end: map_ram_end(pv, arena),
+        ..Shared::default()
+    };
     for case in all_cases().filter(|c| filter.is_none_or(|f| c.name.starts_with(f))) {
+        GATE_REFUSED.store(0, core::sync::atomic::Ordering::Release);
         let mut ctx = Ctx::new(pv, platform, &mut shared, arena);
         ctx.case_clauses = case.clauses;
         (case.run)(&mut ctx);
-        let outcome = ctx.outcome();
+        let refused = GATE_REFUSED.swap(0, core::sync::atomic::Ordering::AcqRel);
+        let outcome = if refused != 0 {
+            let id = CallId(refused as u32);
+            let name = id.info().map_or("an unknown call", |i| i.name);
+            // What the case saw after the refusal is not about the host: only the reason stays.
+            ctx.detail_len = 0;
+            ctx.note(format_args!(
+                "the case needs {name}, which this platform's only gate cannot carry (RING-6)"
+            ));
+            Outcome::SKIPPED
+        } else {
+            ctx.outcome()
+        };
         if ctx.checks == 0 && !ctx.skipped {
             ctx.note(format_args!("case made no checks"));
         }
