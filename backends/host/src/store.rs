@@ -210,6 +210,37 @@ pub trait StoreService: Send {
     ///
     /// A chapter 11 status.
     fn txn_abort(&mut self, txn: u32) -> Result<(), Status>;
+    /// A host write (`HARNESS.STORE_HOST_WRITE`, `HAR-4`, and [`crate::Vm::store_write`]):
+    /// sets the node's value outside any transaction, ignoring guest access and the node quota,
+    /// creating missing ancestors, records `access` as the node's guest access and fires
+    /// watches (`STORE-11`). The path is not yet checked against `STORE-1`/`STORE-24`.
+    ///
+    /// # Errors
+    ///
+    /// INVALID_PARAM for a bad path, NO_SPACE for a value over `MAX_VALUE` (`HAR-14`), and the
+    /// service's own failures.
+    fn host_write(&mut self, path: &[u8], value: &[u8], access: GuestAccess) -> Result<(), Status>;
+    /// A host read (`HARNESS.STORE_HOST_READ`, `HAR-5`, and [`crate::Vm::store_read`]): the
+    /// node's value as the host sees it, ignoring guest access and open transactions.
+    ///
+    /// # Errors
+    ///
+    /// INVALID_PARAM for a bad path, NOT_FOUND for a missing node.
+    fn host_read(&mut self, path: &[u8]) -> Result<Vec<u8>, Status>;
+    /// A host removal ([`crate::Vm::store_remove`]): removes the node and its subtree, ignoring
+    /// guest access, and fires watches.
+    ///
+    /// # Errors
+    ///
+    /// INVALID_PARAM for a bad path, NOT_FOUND for a missing node.
+    fn host_remove(&mut self, path: &[u8]) -> Result<(), Status>;
+    /// A host listing ([`crate::Vm::store_list`]): child names as STORE.LIST writes them,
+    /// ignoring guest access; the empty path is the root.
+    ///
+    /// # Errors
+    ///
+    /// INVALID_PARAM for a bad path, NOT_FOUND for a missing node.
+    fn host_list(&mut self, path: &[u8]) -> Result<Vec<u8>, Status>;
 }
 
 /// One guest's store.

@@ -1289,8 +1289,12 @@ impl Vm {
                     return Err(Status::NO_SPACE.into());
                 }
                 let value = self.ram.read_bytes(val_gpa, val_len, MAX_VALUE)?;
-                st.store
-                    .write(Actor::Host(access), &path, &value, NO_TXN as u32)?;
+                match self.external_store() {
+                    Some(mut x) => x.host_write(&path, &value, access)?,
+                    None => st
+                        .store
+                        .write(Actor::Host(access), &path, &value, NO_TXN as u32)?,
+                }
                 self.raise_store(st, fx);
                 val(0)
             }
@@ -1301,9 +1305,12 @@ impl Vm {
                 buf_len,
             } => {
                 let path = self.path_in(path_gpa, path_len)?;
-                let value = st
-                    .store
-                    .read(Actor::Host(GuestAccess::READ_WRITE), &path, 0)?;
+                let value = match self.external_store() {
+                    Some(mut x) => x.host_read(&path)?,
+                    None => st
+                        .store
+                        .read(Actor::Host(GuestAccess::READ_WRITE), &path, 0)?,
+                };
                 self.copy_out_sized(buf_gpa, buf_len, &value)
             }
             Call::HarnessConsoleReadback { buf_gpa, len } => {
@@ -2100,7 +2107,8 @@ impl Vm {
     // Host-side API
     // ---------------------------------------------------------------------------------------
 
-    /// Writes a store node as the host with the given guest access; fires watches.
+    /// Writes a store node as the host with the given guest access; fires watches. With a
+    /// [`VmConfig::store_service`] the write goes to the service ([`StoreService::host_write`]).
     ///
     /// # Errors
     ///
@@ -2114,27 +2122,36 @@ impl Vm {
         let mut fx = Fx::default();
         {
             let mut st = self.lock();
-            st.store
-                .write(Actor::Host(access), path.as_bytes(), value, 0)?;
+            match self.external_store() {
+                Some(mut x) => x.host_write(path.as_bytes(), value, access)?,
+                None => st
+                    .store
+                    .write(Actor::Host(access), path.as_bytes(), value, 0)?,
+            }
             self.raise_store(&mut st, &mut fx);
         }
         self.flush(fx);
         Ok(())
     }
 
-    /// Reads a store node as the host (no access checks).
+    /// Reads a store node as the host (no access checks), from the
+    /// [`VmConfig::store_service`] when one is configured.
     ///
     /// # Errors
     ///
     /// [`HostError::Status`] with NOT_FOUND or INVALID_PARAM.
     pub fn store_read(&self, path: &str) -> Result<Vec<u8>, HostError> {
+        if let Some(mut x) = self.external_store() {
+            return Ok(x.host_read(path.as_bytes())?);
+        }
         Ok(self
             .lock()
             .store
             .read(Actor::Host(GuestAccess::READ_WRITE), path.as_bytes(), 0)?)
     }
 
-    /// Removes a store subtree as the host; fires watches.
+    /// Removes a store subtree as the host; fires watches. Goes to the
+    /// [`VmConfig::store_service`] when one is configured.
     ///
     /// # Errors
     ///
@@ -2143,24 +2160,37 @@ impl Vm {
         let mut fx = Fx::default();
         {
             let mut st = self.lock();
-            st.store
-                .remove(Actor::Host(GuestAccess::READ_WRITE), path.as_bytes(), 0)?;
+            match self.external_store() {
+                Some(mut x) => x.host_remove(path.as_bytes())?,
+                None => {
+                    st.store
+                        .remove(Actor::Host(GuestAccess::READ_WRITE), path.as_bytes(), 0)?
+                }
+            }
             self.raise_store(&mut st, &mut fx);
         }
         self.flush(fx);
         Ok(())
     }
 
-    /// Lists a store node's children as the host.
+    /// Lists a store node's children as the host, from the [`VmConfig::store_service`] when
+    /// one is configured.
     ///
     /// # Errors
     ///
     /// [`HostError::Status`] with NOT_FOUND or INVALID_PARAM.
     pub fn store_list(&self, path: &str) -> Result<Vec<String>, HostError> {
-        let raw =
-            self.lock()
-                .store
-                .list(Actor::Host(GuestAccess::READ_WRITE), path.as_bytes(), 0)?;
+        let external = self
+            .external_store()
+            .map(|mut x| x.host_list(path.as_bytes()));
+        let raw = match external {
+            Some(r) => r?,
+            None => {
+                self.lock()
+                    .store
+                    .list(Actor::Host(GuestAccess::READ_WRITE), path.as_bytes(), 0)?
+            }
+        };
         Ok(raw
             .split(|b| *b == 0)
             .filter(|s| !s.is_empty())

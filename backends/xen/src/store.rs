@@ -3,15 +3,37 @@
 //!
 //! What the mapping does, by clause:
 //! - paths (`STORE-1`, `STORE-24`) are checked with [`pvabi::store::valid_path`] and joined to
-//!   the subtree root, so no guest path reaches outside it (`STORE-20`);
+//!   the subtree root, so no guest path reaches outside it (`STORE-20`); only LIST takes the
+//!   empty path;
 //! - values longer than [`MAX_VALUE`] are NO_SPACE before anything is sent (`STORE-6`);
+//! - guest access (`STORE-2`, `STORE-25` to `STORE-27`) lives in xenstore permissions: a
+//!   host-written node is owned by the backend domain and lists the guest domain with `n`, `r`
+//!   or `b` (`NONE`, `READ`, `READ_WRITE`); nodes a guest write creates inherit the permissions
+//!   of their nearest existing ancestor, which is the guest's own (the subtree root is owned by
+//!   the guest) or a `READ_WRITE` host node (the same access as ownership). The backend's
+//!   connection is privileged, so xenstored checks nothing for it: the mapping reads the
+//!   permissions and applies xenstored's rule for the guest domain itself, on the node for
+//!   READ, LIST, WRITE and REMOVE, on the nearest existing ancestor for a WRITE that creates,
+//!   and on every node of the subtree for REMOVE;
+//! - the node quota (`STORE-19`, `STORE-29`): a guest WRITE that creates nodes is NO_SPACE,
+//!   creating nothing, when the nodes it creates would take the subtree past [`MAX_ENTRIES`];
+//!   host writes are not refused for it. The mapping knows the subtree's nodes from one walk at
+//!   its first creating WRITE and, after that, from a watch of its own on the root: each event
+//!   (a change by anyone) has the node's existence asked again. A guest transaction counts its
+//!   own creations, and its commit is CONFLICT when others created nodes meanwhile so that the
+//!   quota would be passed;
+//! - WRITE and REMOVE outside a guest transaction run the checks and the change in one xenstored
+//!   transaction of the mapping's own (retried when xenstored reports a conflict), so a check
+//!   and the change it allows are atomic;
 //! - LIST returns the child names in ascending byte order, each followed by a NUL (`STORE-7`);
 //! - REMOVE of a missing node is NOT_FOUND (`STORE-8`), although xenstored acknowledges the
-//!   removal of a missing node whose parent exists: the mapping checks existence first, inside
-//!   the caller's transaction or one of its own;
+//!   removal of a missing node whose parent exists;
 //! - WATCH (`STORE-10`) swallows the event xenstored fires when a watch is registered, and
 //!   events are queued per guest with the drop count of `STORE-14`; their paths are made
-//!   relative to the subtree;
+//!   relative to the subtree. For a removal the mapping made, the watches inside the removed
+//!   subtree get an event naming the removed node as `STORE-11` says, queued by the mapping
+//!   (xenstored names the watched path instead, and 4.17 fires only for watched nodes that
+//!   existed), and xenstored's events for them are dropped;
 //! - transaction ids are the guest's own nonzero `u32` (`STORE-9`, `STORE-15`, `STORE-31`),
 //!   translated to xenstored's;
 //! - every xenstored refusal becomes a status through [`status_for`] (so `EAGAIN` at commit is
@@ -19,29 +41,36 @@
 //!
 //! The guest-side counts of `STORE-19` for watches and transactions are enforced here.
 //!
-//! Known differences from the spec, to be settled with it:
+//! Known differences from the spec on a real xenstored:
 //! - xenstored's message limit is 4096 bytes for path and value together, so a value close to
 //!   [`MAX_VALUE`] that the spec admits fails with NO_SPACE;
-//! - the node quota of `STORE-19` and the guest access of host-written nodes (`STORE-2`) are
-//!   xenstored's permissions and quotas only on the guest domain's own connection; over a
-//!   privileged dom0 connection xenstored checks neither, and this type does not add them.
+//! - xenstored (C, 4.9 and later) gives a transaction the node as it is when the transaction
+//!   first accesses it, not as it was at its start (`STORE-17`): a node another writer changed
+//!   between TXN_START and the transaction's first access reads with the new value and does not
+//!   make the commit conflict;
+//! - a removal of an ancestor of a watched path made by another xenstore client (not through
+//!   this mapping) is reported with the watched path, as xenstored names it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use pvabi::store::{
-    valid_path, WatchEvent, MAX_TRANSACTIONS, MAX_VALUE, MAX_WATCHES, MAX_WATCH_EVENTS,
+    valid_path, GuestAccess, WatchEvent, MAX_ENTRIES, MAX_TRANSACTIONS, MAX_VALUE, MAX_WATCHES,
+    MAX_WATCH_EVENTS,
 };
 use pvabi::Status;
 
 use crate::error::{Error, XsErrno};
 use crate::ops::{TxnId, XenStoreOps};
+use crate::perms::{Access, Perm};
 use crate::status_map::status_for;
 
 /// Highest event port a watch may name (`STORE-32`: the port must be below 1024).
 const PORT_LIMIT: u32 = 1024;
 /// How often the mapping retries its own transaction when xenstored reports a conflict.
 const OWN_TXN_RETRIES: u32 = 8;
+/// The token of the mapping's own watch on the subtree root, which keeps the node count.
+const QUOTA_TOKEN: &str = "pvabi-quota";
 
 #[derive(Debug)]
 struct Watch {
@@ -60,7 +89,8 @@ struct Watch {
 /// ```no_run
 /// use pvabi_xen::{GuestStore, XenStore};
 /// let xs = XenStore::open_default()?;
-/// let mut store = GuestStore::new(xs, "/local/domain/3/pvabi");
+/// // Guest domain 3, served by a backend in domain 0.
+/// let mut store = GuestStore::new(xs, "/local/domain/3/pvabi", 3, 0);
 /// store.write(b"config/mode", b"fast", 0).expect("write");
 /// assert_eq!(store.read(b"config/mode", 0).expect("read"), b"fast");
 /// # Ok::<(), pvabi_xen::Error>(())
@@ -68,18 +98,37 @@ struct Watch {
 pub struct GuestStore<S: XenStoreOps> {
     xs: S,
     root: String,
-    txns: BTreeMap<u32, TxnId>,
+    guest: u32,
+    backend: u32,
+    txns: BTreeMap<u32, Txn>,
     next_txn: u32,
     watches: BTreeMap<u32, Watch>,
     next_watch: u32,
     events: VecDeque<(u32, Vec<u8>)>,
     dropped: u32,
+    /// Absolute paths this mapping removed whose watch events have not been polled yet.
+    removed: Vec<String>,
+    /// The nodes of the subtree (root excluded), for the node quota: walked once, then kept up
+    /// to date from a watch on the root; `None` until the first WRITE that creates.
+    nodes: Option<BTreeSet<String>>,
+    /// Ports of watch events taken from xenstored and not yet returned by `poll_events`.
+    pending_ports: Vec<u32>,
+}
+
+/// A guest transaction: xenstored's id, the nodes it removed (for the events at commit) and
+/// how many it created (for the node quota).
+#[derive(Debug)]
+struct Txn {
+    id: TxnId,
+    removed: Vec<String>,
+    created: u64,
 }
 
 impl<S: XenStoreOps> GuestStore<S> {
-    /// The STORE service of the guest whose subtree is the absolute xenstore path `root`
-    /// (without a trailing `/`).
-    pub fn new(xs: S, root: impl Into<String>) -> GuestStore<S> {
+    /// The STORE service of guest domain `guest` whose subtree is the absolute xenstore path
+    /// `root` (without a trailing `/`), served by a backend in domain `backend`, which owns the
+    /// nodes the host writes.
+    pub fn new(xs: S, root: impl Into<String>, guest: u32, backend: u32) -> GuestStore<S> {
         let mut root = root.into();
         while root.len() > 1 && root.ends_with('/') {
             root.pop();
@@ -87,12 +136,17 @@ impl<S: XenStoreOps> GuestStore<S> {
         GuestStore {
             xs,
             root,
+            guest,
+            backend,
             txns: BTreeMap::new(),
             next_txn: 1,
             watches: BTreeMap::new(),
             next_watch: 1,
             events: VecDeque::new(),
             dropped: 0,
+            removed: Vec::new(),
+            nodes: None,
+            pending_ports: Vec::new(),
         }
     }
 
@@ -110,10 +164,8 @@ impl<S: XenStoreOps> GuestStore<S> {
         let rel = std::str::from_utf8(path).map_err(|_| Status::INVALID_PARAM)?;
         Ok(if rel.is_empty() {
             self.root.clone()
-        } else if self.root == "/" {
-            format!("/{rel}")
         } else {
-            format!("{}/{rel}", self.root)
+            join(&self.root, rel)
         })
     }
 
@@ -123,76 +175,83 @@ impl<S: XenStoreOps> GuestStore<S> {
             return Ok(TxnId::NONE);
         }
         let id = u32::try_from(txn).map_err(|_| Status::INVALID_PARAM)?;
-        self.txns.get(&id).copied().ok_or(Status::NOT_FOUND)
+        self.txns.get(&id).map(|t| t.id).ok_or(Status::NOT_FOUND)
     }
 
-    /// STORE.READ: the node's value (`STORE-3`, `STORE-28`).
-    ///
-    /// # Errors
-    ///
-    /// INVALID_PARAM for a bad path or `txn`, NOT_FOUND for a missing node or unknown `txn`, and
-    /// xenstored's refusals through [`status_for`].
-    pub fn read(&mut self, path: &[u8], txn: u64) -> Result<Vec<u8>, Status> {
-        let abs = self.abs(path, false)?;
-        let t = self.txn(txn)?;
-        self.xs.read(t, &abs).map_err(|e| status_for(&e))
-    }
-
-    /// STORE.WRITE: sets the node's value, creating it and its ancestors (`STORE-5`, `STORE-6`).
-    ///
-    /// # Errors
-    ///
-    /// NO_SPACE for a value over [`MAX_VALUE`] or over xenstored's message limit, the path and
-    /// `txn` errors of [`GuestStore::read`], and xenstored's refusals through [`status_for`].
-    pub fn write(&mut self, path: &[u8], value: &[u8], txn: u64) -> Result<(), Status> {
-        let abs = self.abs(path, false)?;
-        let t = self.txn(txn)?;
-        if value.len() as u64 > MAX_VALUE {
-            return Err(Status::NO_SPACE);
+    /// Whether xenstored would let the guest domain read (or write, `write`) a node with
+    /// `perms`: the owner may do anything, another domain has its own entry's access, else the
+    /// owner entry's.
+    fn guest_may(&self, perms: &[Perm], write: bool) -> bool {
+        let Some(owner) = perms.first() else {
+            return false;
+        };
+        if owner.domid == self.guest {
+            return true;
         }
-        self.xs.write(t, &abs, value).map_err(|e| status_for(&e))
+        let access = perms[1..]
+            .iter()
+            .find(|p| p.domid == self.guest)
+            .map_or(owner.access, |p| p.access);
+        match access {
+            Access::Both => true,
+            Access::Read => !write,
+            Access::Write => write,
+            Access::None => false,
+        }
     }
 
-    /// STORE.LIST: the child names in ascending byte order, each followed by a NUL (`STORE-7`,
-    /// `STORE-30`). The empty path lists the subtree root.
-    ///
-    /// # Errors
-    ///
-    /// As [`GuestStore::read`].
-    pub fn list(&mut self, path: &[u8], txn: u64) -> Result<Vec<u8>, Status> {
-        let abs = self.abs(path, true)?;
-        let t = self.txn(txn)?;
-        let mut names = self.xs.directory(t, &abs).map_err(|e| status_for(&e))?;
-        names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let mut out = Vec::with_capacity(names.iter().map(|n| n.len() + 1).sum());
-        for n in names {
-            out.extend_from_slice(n.as_bytes());
-            out.push(0);
+    /// A node's permissions in transaction `t`; `None` when it does not exist.
+    fn perms(&mut self, t: TxnId, abs: &str) -> Result<Option<Vec<Perm>>, Status> {
+        match self.xs.get_perms(t, abs) {
+            Ok(p) => Ok(Some(p)),
+            Err(Error::Xenstored(XsErrno::Enoent)) => Ok(None),
+            Err(e) => Err(status_for(&e)),
+        }
+    }
+
+    /// The absolute paths of the children of `abs` in transaction `t` (none when it is gone).
+    fn children(&mut self, t: TxnId, abs: &str) -> Result<Vec<String>, Status> {
+        match self.xs.directory(t, abs) {
+            Ok(names) => Ok(names.iter().map(|n| join(abs, n)).collect()),
+            Err(Error::Xenstored(XsErrno::Enoent)) => Ok(Vec::new()),
+            Err(e) => Err(status_for(&e)),
+        }
+    }
+
+    /// The nodes strictly below `abs` in transaction `t`, parents before children.
+    fn subtree(&mut self, t: TxnId, abs: &str) -> Result<Vec<String>, Status> {
+        let mut out = Vec::new();
+        let mut todo = vec![abs.to_string()];
+        while let Some(p) = todo.pop() {
+            let kids = self.children(t, &p)?;
+            out.extend(kids.iter().cloned());
+            todo.extend(kids);
         }
         Ok(out)
     }
 
-    /// STORE.REMOVE: removes the node and its subtree; a missing node is NOT_FOUND (`STORE-8`).
-    ///
-    /// # Errors
-    ///
-    /// As [`GuestStore::read`]; CONFLICT or BUSY when xenstored kept reporting conflicts for the
-    /// mapping's own transaction.
-    pub fn remove(&mut self, path: &[u8], txn: u64) -> Result<(), Status> {
-        let abs = self.abs(path, false)?;
+    /// Runs `f` in the guest's transaction `txn`, or, for 0, in a transaction of the mapping's
+    /// own that it commits (retrying on conflict).
+    fn in_txn<T>(
+        &mut self,
+        txn: u64,
+        mut f: impl FnMut(&mut Self, TxnId) -> Result<T, Status>,
+    ) -> Result<T, Status> {
         let t = self.txn(txn)?;
         if t != TxnId::NONE {
-            return remove_existing(&mut self.xs, t, &abs).map_err(|e| status_for(&e));
+            return f(self, t);
         }
-        // Existence check and removal in one xenstored transaction of the mapping's own.
         for _ in 0..OWN_TXN_RETRIES {
             let own = self.xs.transaction_start().map_err(|e| status_for(&e))?;
-            if let Err(e) = remove_existing(&mut self.xs, own, &abs) {
-                let _ = self.xs.transaction_end(own, false);
-                return Err(status_for(&e));
-            }
+            let r = match f(self, own) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = self.xs.transaction_end(own, false);
+                    return Err(e);
+                }
+            };
             match self.xs.transaction_end(own, true) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(r),
                 Err(Error::Xenstored(XsErrno::Eagain)) => continue,
                 Err(e) => return Err(status_for(&e)),
             }
@@ -200,16 +259,334 @@ impl<S: XenStoreOps> GuestStore<S> {
         Err(Status::BUSY)
     }
 
-    /// STORE.WATCH: registers a watch on the path (which need not exist) raising `port`, and
-    /// returns its nonzero id (`STORE-10`, `STORE-32`, `STORE-34`). Whether `port` is allocated
-    /// (`STORE-33`) is the event service's to check before calling this.
+    /// STORE.READ: the node's value (`STORE-2`, `STORE-3`, `STORE-28`).
     ///
     /// # Errors
     ///
-    /// INVALID_PARAM for a bad path or a port of 0 or not below 1024, NO_SPACE when the guest
-    /// holds [`MAX_WATCHES`] watches, and xenstored's refusals through [`status_for`].
-    pub fn watch(&mut self, path: &[u8], port: u32) -> Result<u32, Status> {
+    /// INVALID_PARAM for a bad path or `txn`, NOT_FOUND for a missing node or unknown `txn`,
+    /// DENIED for a host node the guest may not read, and xenstored's refusals through
+    /// [`status_for`].
+    pub fn read(&mut self, path: &[u8], txn: u64) -> Result<Vec<u8>, Status> {
+        let abs = self.abs(path, false)?;
+        let t = self.txn(txn)?;
+        let perms = self.perms(t, &abs)?.ok_or(Status::NOT_FOUND)?;
+        if !self.guest_may(&perms, false) {
+            return Err(Status::DENIED);
+        }
+        self.xs.read(t, &abs).map_err(|e| status_for(&e))
+    }
+
+    /// STORE.WRITE: sets the node's value, creating it and its ancestors (`STORE-5`, `STORE-6`,
+    /// `STORE-25`, `STORE-26`, `STORE-29`).
+    ///
+    /// # Errors
+    ///
+    /// NO_SPACE for a value over [`MAX_VALUE`] or over xenstored's message limit, or when the
+    /// nodes it would create pass [`MAX_ENTRIES`]; DENIED when the node, or for a new node its
+    /// nearest existing ancestor, is a host node without `READ_WRITE`; the path and `txn`
+    /// errors of [`GuestStore::read`]; BUSY when xenstored kept reporting conflicts for the
+    /// mapping's own transaction; xenstored's refusals through [`status_for`].
+    pub fn write(&mut self, path: &[u8], value: &[u8], txn: u64) -> Result<(), Status> {
+        let abs = self.abs(path, false)?;
+        self.txn(txn)?;
+        if value.len() as u64 > MAX_VALUE {
+            return Err(Status::NO_SPACE);
+        }
+        let pending = match u32::try_from(txn).ok().and_then(|id| self.txns.get(&id)) {
+            Some(t) if txn != 0 => t.created,
+            _ => 0,
+        };
+        let created = self.in_txn(txn, |s, t| {
+            let created = s.check_guest_write(t, &abs, pending)?;
+            s.xs.write(t, &abs, value).map_err(|e| status_for(&e))?;
+            Ok(created)
+        })?;
+        if let Some(t) = u32::try_from(txn)
+            .ok()
+            .and_then(|id| self.txns.get_mut(&id))
+        {
+            if txn != 0 {
+                t.created += created;
+            }
+        }
+        Ok(())
+    }
+
+    /// The checks of a guest WRITE of `abs` in transaction `t`: access, and the node quota when
+    /// it creates nodes (`pending`: nodes the guest transaction created before). Returns how
+    /// many nodes the write creates.
+    fn check_guest_write(&mut self, t: TxnId, abs: &str, pending: u64) -> Result<u64, Status> {
+        if let Some(p) = self.perms(t, abs)? {
+            return if self.guest_may(&p, true) {
+                Ok(0)
+            } else {
+                Err(Status::DENIED)
+            };
+        }
+        // A new node: the nearest existing ancestor decides; the root is the guest's.
+        let mut created = 1u64;
+        let mut cur = parent(abs).to_string();
+        while cur != self.root && cur.len() > self.root.len() {
+            match self.perms(t, &cur)? {
+                Some(p) if self.guest_may(&p, true) => break,
+                Some(_) => return Err(Status::DENIED),
+                None => {
+                    created += 1;
+                    cur = parent(&cur).to_string();
+                }
+            }
+        }
+        if self.node_count()? + pending + created > u64::from(MAX_ENTRIES) {
+            return Err(Status::NO_SPACE);
+        }
+        Ok(created)
+    }
+
+    /// The number of nodes in the subtree, root excluded (`STORE-19`), as the watch on the root
+    /// has reported them so far.
+    fn node_count(&mut self) -> Result<u64, Status> {
+        if self.nodes.is_none() {
+            let root = self.root.clone();
+            self.xs
+                .watch(&root, QUOTA_TOKEN)
+                .map_err(|e| status_for(&e))?;
+            // Changes between the registration and the walk come as events and are applied
+            // again, which changes nothing.
+            let all = self.subtree(TxnId::NONE, &root)?;
+            self.nodes = Some(all.into_iter().collect());
+        }
+        self.drain()?;
+        Ok(self.nodes.as_ref().map_or(0, |n| n.len() as u64))
+    }
+
+    /// Applies one event of the root watch to the node set: `abs` was written, created or
+    /// removed (by anyone); its existence is asked again.
+    fn track(&mut self, abs: &str) -> Result<(), Status> {
+        if self.nodes.is_none() {
+            return Ok(());
+        }
+        let root = self.root.clone();
+        if abs == root {
+            if self.perms(TxnId::NONE, abs)?.is_none() {
+                if let Some(n) = self.nodes.as_mut() {
+                    n.clear();
+                }
+            }
+            return Ok(());
+        }
+        if !strictly_below(abs, &root) {
+            return Ok(());
+        }
+        let exists = self.perms(TxnId::NONE, abs)?.is_some();
+        let prefix = format!("{abs}/");
+        let had_below = self.nodes.as_ref().is_some_and(|n| {
+            n.range(prefix.clone()..)
+                .next()
+                .is_some_and(|k| k.starts_with(&prefix))
+        });
+        // A node that exists but had nodes below it may have been removed and created again:
+        // its subtree is walked anew.
+        let below = if exists && had_below {
+            Some(self.subtree(TxnId::NONE, abs)?)
+        } else {
+            None
+        };
+        let Some(n) = self.nodes.as_mut() else {
+            return Ok(());
+        };
+        if !exists || below.is_some() {
+            n.retain(|k| !k.starts_with(&prefix));
+        }
+        if !exists {
+            n.remove(abs);
+            return Ok(());
+        }
+        n.extend(below.into_iter().flatten());
+        let mut p = abs;
+        while strictly_below(p, &root) {
+            n.insert(p.to_string());
+            p = parent(p);
+        }
+        Ok(())
+    }
+
+    /// STORE.LIST: the child names in ascending byte order, each followed by a NUL (`STORE-2`,
+    /// `STORE-7`, `STORE-30`). The empty path lists the subtree root, which always exists.
+    ///
+    /// # Errors
+    ///
+    /// As [`GuestStore::read`].
+    pub fn list(&mut self, path: &[u8], txn: u64) -> Result<Vec<u8>, Status> {
         let abs = self.abs(path, true)?;
+        let t = self.txn(txn)?;
+        let is_root = abs == self.root;
+        if !is_root {
+            let perms = self.perms(t, &abs)?.ok_or(Status::NOT_FOUND)?;
+            if !self.guest_may(&perms, false) {
+                return Err(Status::DENIED);
+            }
+        }
+        let names = match self.xs.directory(t, &abs) {
+            Err(Error::Xenstored(XsErrno::Enoent)) if is_root => Vec::new(),
+            r => r.map_err(|e| status_for(&e))?,
+        };
+        Ok(nul_list(names))
+    }
+
+    /// STORE.REMOVE: removes the node and its subtree; a missing node is NOT_FOUND (`STORE-8`,
+    /// `STORE-25`, `STORE-27`).
+    ///
+    /// # Errors
+    ///
+    /// As [`GuestStore::read`]; DENIED, removing nothing, when the node or any node below it is
+    /// a host node without `READ_WRITE`; BUSY when xenstored kept reporting conflicts for the
+    /// mapping's own transaction.
+    pub fn remove(&mut self, path: &[u8], txn: u64) -> Result<(), Status> {
+        let abs = self.abs(path, false)?;
+        self.txn(txn)?;
+        self.in_txn(txn, |s, t| {
+            let p = s.perms(t, &abs)?.ok_or(Status::NOT_FOUND)?;
+            if !s.guest_may(&p, true) {
+                return Err(Status::DENIED);
+            }
+            for d in s.subtree(t, &abs)? {
+                if let Some(p) = s.perms(t, &d)? {
+                    if !s.guest_may(&p, true) {
+                        return Err(Status::DENIED);
+                    }
+                }
+            }
+            s.xs.remove(t, &abs).map_err(|e| status_for(&e))
+        })?;
+        match u32::try_from(txn)
+            .ok()
+            .and_then(|id| self.txns.get_mut(&id))
+        {
+            Some(t) if txn != 0 => t.removed.push(abs),
+            _ => self.removed_node(abs),
+        }
+        Ok(())
+    }
+
+    /// Queues the events of a removal this mapping made for the watches inside the removed
+    /// subtree, naming the removed node (`STORE-11`), whether or not the watched node existed.
+    /// xenstored's own events for those watches (which name the watched path, and depending on
+    /// the version fire only for nodes that existed) are dropped when they arrive.
+    fn removed_node(&mut self, abs: String) {
+        let Some(rel) = self.rel(&abs) else { return };
+        for (&id, w) in &self.watches {
+            if strictly_below(&w.abs, &abs) {
+                self.pending_ports.push(w.port);
+                if self.events.len() as u64 >= u64::from(MAX_WATCH_EVENTS) {
+                    self.dropped = self.dropped.saturating_add(1);
+                } else {
+                    self.events.push_back((id, rel.clone()));
+                }
+            }
+        }
+        self.removed.push(abs);
+    }
+
+    /// The guest path of an absolute path inside the subtree (empty for the root).
+    fn rel(&self, abs: &str) -> Option<Vec<u8>> {
+        let prefix = self.root.strip_suffix('/').unwrap_or(&self.root);
+        if abs == self.root {
+            Some(Vec::new())
+        } else {
+            abs.strip_prefix(prefix)
+                .and_then(|r| r.strip_prefix('/'))
+                .map(|r| r.as_bytes().to_vec())
+        }
+    }
+
+    /// A host write (`HAR-4`): sets the node's value outside any transaction, without guest
+    /// access checks or the node quota, and makes it a host node with guest access `access`
+    /// (owned by the backend domain, the guest domain listed with `n`, `r` or `b`). Missing
+    /// ancestors it creates inherit their nearest existing ancestor's permissions.
+    ///
+    /// # Errors
+    ///
+    /// INVALID_PARAM for a bad path or an `access` other than NONE, READ and READ_WRITE,
+    /// NO_SPACE for a value over [`MAX_VALUE`] (`HAR-14`), BUSY when xenstored kept reporting
+    /// conflicts, and xenstored's refusals through [`status_for`].
+    pub fn host_write(
+        &mut self,
+        path: &[u8],
+        value: &[u8],
+        access: GuestAccess,
+    ) -> Result<(), Status> {
+        let abs = self.abs(path, false)?;
+        let letter = match access {
+            GuestAccess::NONE => Access::None,
+            GuestAccess::READ => Access::Read,
+            GuestAccess::READ_WRITE => Access::Both,
+            _ => return Err(Status::INVALID_PARAM),
+        };
+        if value.len() as u64 > MAX_VALUE {
+            return Err(Status::NO_SPACE);
+        }
+        let perms = [
+            Perm::new(self.backend, Access::None),
+            Perm::new(self.guest, letter),
+        ];
+        // One transaction: xenstored fires one event for the node at the commit.
+        self.in_txn(0, |s, t| {
+            s.xs.write(t, &abs, value).map_err(|e| status_for(&e))?;
+            s.xs.set_perms(t, &abs, &perms).map_err(|e| status_for(&e))
+        })
+    }
+
+    /// A host read (`HAR-5`): the node's value, ignoring guest access and open transactions.
+    ///
+    /// # Errors
+    ///
+    /// INVALID_PARAM for a bad path, NOT_FOUND for a missing node, xenstored's refusals through
+    /// [`status_for`].
+    pub fn host_read(&mut self, path: &[u8]) -> Result<Vec<u8>, Status> {
+        let abs = self.abs(path, false)?;
+        self.xs.read(TxnId::NONE, &abs).map_err(|e| status_for(&e))
+    }
+
+    /// A host removal: the node and its subtree, ignoring guest access.
+    ///
+    /// # Errors
+    ///
+    /// INVALID_PARAM for a bad path, NOT_FOUND for a missing node, BUSY when xenstored kept
+    /// reporting conflicts, xenstored's refusals through [`status_for`].
+    pub fn host_remove(&mut self, path: &[u8]) -> Result<(), Status> {
+        let abs = self.abs(path, false)?;
+        self.in_txn(0, |s, t| {
+            remove_existing(&mut s.xs, t, &abs).map_err(|e| status_for(&e))
+        })?;
+        self.removed_node(abs);
+        Ok(())
+    }
+
+    /// A host listing, ignoring guest access: as [`GuestStore::list`] writes it.
+    ///
+    /// # Errors
+    ///
+    /// INVALID_PARAM for a bad path, NOT_FOUND for a missing node, xenstored's refusals through
+    /// [`status_for`].
+    pub fn host_list(&mut self, path: &[u8]) -> Result<Vec<u8>, Status> {
+        let abs = self.abs(path, true)?;
+        let names = match self.xs.directory(TxnId::NONE, &abs) {
+            Err(Error::Xenstored(XsErrno::Enoent)) if abs == self.root => Vec::new(),
+            r => r.map_err(|e| status_for(&e))?,
+        };
+        Ok(nul_list(names))
+    }
+
+    /// STORE.WATCH: registers a watch on the path (which need not exist) raising `port`, and
+    /// returns its nonzero id (`STORE-10`, `STORE-24`, `STORE-32`, `STORE-34`). Whether `port`
+    /// is allocated (`STORE-33`) is the event service's to check before calling this.
+    ///
+    /// # Errors
+    ///
+    /// INVALID_PARAM for a bad or empty path or a port of 0 or not below 1024, NO_SPACE when the
+    /// guest holds [`MAX_WATCHES`] watches, and xenstored's refusals through [`status_for`].
+    pub fn watch(&mut self, path: &[u8], port: u32) -> Result<u32, Status> {
+        let abs = self.abs(path, false)?;
         if port == 0 || port >= PORT_LIMIT {
             return Err(Status::INVALID_PARAM);
         }
@@ -262,12 +639,25 @@ impl<S: XenStoreOps> GuestStore<S> {
     ///
     /// FAILED when reading from xenstored fails.
     pub fn poll_events(&mut self) -> Result<Vec<u32>, Status> {
-        let mut ports = Vec::new();
+        self.drain()?;
+        // xenstored sends the events of a change before its reply: those of the removals made
+        // so far have all been seen.
+        self.removed.clear();
+        Ok(std::mem::take(&mut self.pending_ports))
+    }
+
+    /// Takes the watch events xenstored has sent: the root watch's update the node set, the
+    /// guest's are queued and their ports kept for [`GuestStore::poll_events`].
+    fn drain(&mut self) -> Result<(), Status> {
         while let Some(ev) = self
             .xs
             .next_watch_event(Some(Duration::ZERO))
             .map_err(|e| status_for(&e))?
         {
+            if ev.token == QUOTA_TOKEN {
+                self.track(&ev.path)?;
+                continue;
+            }
             let Some((&id, w)) = self.watches.iter_mut().find(|(_, w)| w.token == ev.token) else {
                 // A watch already removed.
                 continue;
@@ -276,27 +666,24 @@ impl<S: XenStoreOps> GuestStore<S> {
                 w.initial_pending = false;
                 continue;
             }
-            let prefix = self.root.strip_suffix('/').unwrap_or(&self.root);
-            let rel = if ev.path == self.root {
-                Vec::new()
-            } else if let Some(r) = ev
-                .path
-                .strip_prefix(prefix)
-                .and_then(|r| r.strip_prefix('/'))
-            {
-                r.as_bytes().to_vec()
-            } else {
+            // A removal this mapping made has queued its own events for the watches inside the
+            // removed subtree: xenstored's, which name the watched path, are dropped.
+            if ev.path == w.abs && self.removed.iter().any(|r| strictly_below(&w.abs, r)) {
+                continue;
+            }
+            let (port, path) = (w.port, ev.path);
+            let Some(rel) = self.rel(&path) else {
                 // Not inside the guest's subtree: never shown (`STORE-20`).
                 continue;
             };
-            ports.push(w.port);
+            self.pending_ports.push(port);
             if self.events.len() as u64 >= u64::from(MAX_WATCH_EVENTS) {
                 self.dropped = self.dropped.saturating_add(1);
             } else {
                 self.events.push_back((id, rel));
             }
         }
-        Ok(ports)
+        Ok(())
     }
 
     /// The oldest queued event without removing it, as STORE.WATCH_NEXT would write it.
@@ -346,7 +733,14 @@ impl<S: XenStoreOps> GuestStore<S> {
                 break id;
             }
         };
-        self.txns.insert(id, t);
+        self.txns.insert(
+            id,
+            Txn {
+                id: t,
+                removed: Vec::new(),
+                created: 0,
+            },
+        );
         Ok(id)
     }
 
@@ -356,9 +750,30 @@ impl<S: XenStoreOps> GuestStore<S> {
         }
         let id = u32::try_from(txn).map_err(|_| Status::INVALID_PARAM)?;
         let t = self.txns.remove(&id).ok_or(Status::NOT_FOUND)?;
+        // The node quota again at the commit: nodes created by others since the transaction's
+        // writes were checked are changes of the subtree, a CONFLICT (`STORE-17` allows it).
+        if commit && t.created > 0 {
+            let room = match self.node_count() {
+                Ok(n) => n + t.created <= u64::from(MAX_ENTRIES),
+                Err(e) => {
+                    let _ = self.xs.transaction_end(t.id, false);
+                    return Err(e);
+                }
+            };
+            if !room {
+                let _ = self.xs.transaction_end(t.id, false);
+                return Err(Status::CONFLICT);
+            }
+        }
         self.xs
-            .transaction_end(t, commit)
-            .map_err(|e| status_for(&e))
+            .transaction_end(t.id, commit)
+            .map_err(|e| status_for(&e))?;
+        if commit {
+            for r in t.removed {
+                self.removed_node(r);
+            }
+        }
+        Ok(())
     }
 
     /// STORE.TXN_COMMIT: applies the transaction atomically and ends it; CONFLICT when xenstored
@@ -381,6 +796,41 @@ impl<S: XenStoreOps> GuestStore<S> {
     pub fn txn_abort(&mut self, txn: u64) -> Result<(), Status> {
         self.end(txn, false)
     }
+}
+
+/// `path` joined below the absolute path `base`.
+fn join(base: &str, name: &str) -> String {
+    if base == "/" {
+        format!("/{name}")
+    } else {
+        format!("{base}/{name}")
+    }
+}
+
+/// The parent of an absolute path (`/` for a top-level node).
+fn parent(abs: &str) -> &str {
+    match abs.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &abs[..i],
+    }
+}
+
+/// `path` lies strictly below the absolute path `base`.
+fn strictly_below(path: &str, base: &str) -> bool {
+    path.len() > base.len()
+        && path.starts_with(base)
+        && (base == "/" || path.as_bytes().get(base.len()) == Some(&b'/'))
+}
+
+/// Child names sorted in ascending byte order, each followed by a NUL (`STORE-7`).
+fn nul_list(mut names: Vec<String>) -> Vec<u8> {
+    names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let mut out = Vec::with_capacity(names.iter().map(|n| n.len() + 1).sum());
+    for n in names {
+        out.extend_from_slice(n.as_bytes());
+        out.push(0);
+    }
+    out
 }
 
 /// Removes `abs` in transaction `t`, ENOENT when it does not exist.
@@ -432,6 +882,18 @@ impl<S: XenStoreOps + Send> pvabi_host::StoreService for GuestStore<S> {
     fn txn_abort(&mut self, txn: u32) -> Result<(), Status> {
         GuestStore::txn_abort(self, u64::from(txn))
     }
+    fn host_write(&mut self, path: &[u8], value: &[u8], access: GuestAccess) -> Result<(), Status> {
+        GuestStore::host_write(self, path, value, access)
+    }
+    fn host_read(&mut self, path: &[u8]) -> Result<Vec<u8>, Status> {
+        GuestStore::host_read(self, path)
+    }
+    fn host_remove(&mut self, path: &[u8]) -> Result<(), Status> {
+        GuestStore::host_remove(self, path)
+    }
+    fn host_list(&mut self, path: &[u8]) -> Result<Vec<u8>, Status> {
+        GuestStore::host_list(self, path)
+    }
 }
 
 #[cfg(test)]
@@ -449,6 +911,8 @@ mod tests {
     #[derive(Default)]
     struct Fake {
         nodes: BTreeMap<String, Vec<u8>>,
+        /// Permissions set explicitly (not transactional); other nodes are the guest's.
+        perms: BTreeMap<String, Vec<Perm>>,
         watches: BTreeSet<(String, String)>,
         events: VecDeque<XsEvent>,
         txns: BTreeMap<u32, Vec<PendingChange>>,
@@ -473,17 +937,21 @@ mod tests {
             }
         }
 
+        /// As xenstored: a change fires the watches on the node and above naming it; a
+        /// removal fires those below naming the watched path.
         fn fire(&mut self, path: &str) {
             for (w, token) in &self.watches {
-                if path == w
-                    || path.starts_with(&format!("{w}/"))
-                    || w.starts_with(&format!("{path}/"))
-                {
-                    self.events.push_back(XsEvent {
-                        path: path.into(),
-                        token: token.clone(),
-                    });
-                }
+                let name = if path == w || path.starts_with(&format!("{w}/")) {
+                    path
+                } else if w.starts_with(&format!("{path}/")) {
+                    w.as_str()
+                } else {
+                    continue;
+                };
+                self.events.push_back(XsEvent {
+                    path: name.into(),
+                    token: token.clone(),
+                });
             }
         }
 
@@ -565,11 +1033,20 @@ mod tests {
             }
             Ok(())
         }
-        fn get_perms(&mut self, _t: TxnId, _path: &str) -> crate::Result<Vec<Perm>> {
-            Err(Error::Unsupported("perms in the fake"))
+        fn get_perms(&mut self, t: TxnId, path: &str) -> crate::Result<Vec<Perm>> {
+            self.injected("get_perms")?;
+            self.view(t, path)
+                .ok_or(Error::Xenstored(XsErrno::Enoent))?;
+            Ok(self
+                .perms
+                .get(path)
+                .cloned()
+                .unwrap_or_else(|| vec![Perm::new(GUEST, crate::Access::None)]))
         }
-        fn set_perms(&mut self, _t: TxnId, _path: &str, _p: &[Perm]) -> crate::Result<()> {
-            Err(Error::Unsupported("perms in the fake"))
+        fn set_perms(&mut self, _t: TxnId, path: &str, p: &[Perm]) -> crate::Result<()> {
+            self.injected("set_perms")?;
+            self.perms.insert(path.into(), p.to_vec());
+            Ok(())
         }
         fn watch(&mut self, path: &str, token: &str) -> crate::Result<()> {
             self.injected("watch")?;
@@ -618,9 +1095,10 @@ mod tests {
     }
 
     const ROOT: &str = "/local/domain/7/pvabi";
+    const GUEST: u32 = 7;
 
     fn store() -> GuestStore<Fake> {
-        GuestStore::new(Fake::with_root(ROOT), format!("{ROOT}/"))
+        GuestStore::new(Fake::with_root(ROOT), format!("{ROOT}/"), GUEST, 0)
     }
 
     #[test]
@@ -648,7 +1126,7 @@ mod tests {
 
     #[test]
     fn root_of_the_whole_store() {
-        let mut s = GuestStore::new(Fake::with_root("/"), "/");
+        let mut s = GuestStore::new(Fake::with_root("/"), "/", GUEST, 0);
         s.write(b"a/b", b"v", 0).unwrap();
         assert!(s.xs.nodes.contains_key("/a/b"));
         let id = s.watch(b"a", 4).unwrap();
@@ -789,12 +1267,266 @@ mod tests {
         s.xs.fail_next = Some(XsErrno::E2big);
         assert_eq!(s.watch(b"w", 1), Err(Status::NO_SPACE));
         assert!(s.watches.is_empty());
-        // The root can be watched; its own path is the empty relative path.
-        let r = s.watch(b"", 2).unwrap();
-        s.poll_events().unwrap();
-        s.write(b"z", b"1", 0).unwrap();
-        assert_eq!(s.poll_events().unwrap(), vec![2]);
-        assert_eq!(s.watch_next().unwrap().1, b"z");
-        s.unwatch(r).unwrap();
+        // The empty path is LIST's only (STORE-24).
+        assert_eq!(s.watch(b"", 2), Err(Status::INVALID_PARAM));
+        assert!(s.watches.is_empty());
+    }
+}
+
+/// The chapter 11 rules of the mapping over [`crate::testing::MemXenStore`], which keeps
+/// permissions, isolates transactions and fires watches as xenstored does.
+#[cfg(test)]
+mod mem_tests {
+    use super::*;
+    use crate::testing::MemXenStore;
+
+    const GUEST: u32 = 5;
+    const ROOT: &str = "/local/domain/5/pvabi";
+
+    /// The store, and the guest's STORE on its subtree as the transport sets it up (the root
+    /// owned by the guest).
+    fn world() -> (MemXenStore, GuestStore<MemXenStore>) {
+        let xs = MemXenStore::new(&[0, GUEST]);
+        let mut dom0 = xs.connect(0);
+        dom0.mkdir(TxnId::NONE, ROOT).expect("root");
+        dom0.set_perms(TxnId::NONE, ROOT, &[Perm::new(GUEST, Access::None)])
+            .expect("root perms");
+        let g = GuestStore::new(xs.connect(0), ROOT, GUEST, 0);
+        (xs, g)
+    }
+
+    fn abs(p: &str) -> String {
+        format!("{ROOT}/{p}")
+    }
+
+    #[test]
+    fn guest_access_lives_in_xenstore_permissions() {
+        let (xs, mut g) = world();
+        g.write(b"acc", b"", 0).expect("guest node");
+        g.host_write(b"acc/none", b"secret", GuestAccess::NONE)
+            .expect("host");
+        g.host_write(b"acc/ro", b"r", GuestAccess::READ)
+            .expect("host");
+        g.host_write(b"acc/rw", b"w", GuestAccess::READ_WRITE)
+            .expect("host");
+        g.host_write(b"acc/sub/deep", b"d", GuestAccess::NONE)
+            .expect("host");
+        let mut dom0 = xs.connect(0);
+        let perms = |dom0: &mut MemXenStore, p: &str| dom0.get_perms(TxnId::NONE, &abs(p)).unwrap();
+        assert_eq!(
+            perms(&mut dom0, "acc/ro"),
+            vec![Perm::new(0, Access::None), Perm::new(GUEST, Access::Read)]
+        );
+        assert_eq!(
+            perms(&mut dom0, "acc"),
+            vec![Perm::new(GUEST, Access::None)]
+        );
+        // STORE-2.
+        assert_eq!(g.read(b"acc/none", 0), Err(Status::DENIED));
+        assert_eq!(g.list(b"acc/none", 0), Err(Status::DENIED));
+        assert_eq!(g.read(b"acc/ro", 0), Ok(b"r".to_vec()));
+        assert_eq!(g.list(b"acc/ro", 0), Ok(Vec::new()));
+        // STORE-25.
+        assert_eq!(g.write(b"acc/ro", b"x", 0), Err(Status::DENIED));
+        assert_eq!(g.write(b"acc/none", b"x", 0), Err(Status::DENIED));
+        assert_eq!(g.remove(b"acc/ro", 0), Err(Status::DENIED));
+        assert_eq!(g.remove(b"acc/none", 0), Err(Status::DENIED));
+        // STORE-26: the nearest existing ancestor decides; nothing is created.
+        for p in ["acc/ro/c", "acc/none/a/b", "acc/sub/deep/x"] {
+            assert_eq!(g.write(p.as_bytes(), b"x", 0), Err(Status::DENIED), "{p}");
+        }
+        assert_eq!(g.host_read(b"acc/none/a"), Err(Status::NOT_FOUND));
+        // STORE-5: a guest write to a READ_WRITE host node keeps its ownership.
+        g.write(b"acc/rw", b"g", 0).expect("rw");
+        assert_eq!(
+            perms(&mut dom0, "acc/rw"),
+            vec![Perm::new(0, Access::None), Perm::new(GUEST, Access::Both)]
+        );
+        g.write(b"acc/rw/c", b"g", 0).expect("below rw");
+        g.write(b"acc/mine", b"m", 0).expect("mine");
+        // STORE-27: one node of the subtree without READ_WRITE denies it all.
+        assert_eq!(g.remove(b"acc", 0), Err(Status::DENIED));
+        assert_eq!(g.remove(b"acc/sub", 0), Err(Status::DENIED));
+        assert_eq!(g.host_read(b"acc/mine"), Ok(b"m".to_vec()));
+        assert_eq!(g.host_read(b"acc/sub/deep"), Ok(b"d".to_vec()));
+        // HAR-5: the host ignores guest access.
+        assert_eq!(g.host_read(b"acc/none"), Ok(b"secret".to_vec()));
+        assert_eq!(
+            g.host_list(b"acc"),
+            Ok(b"mine\0none\0ro\0rw\0sub\0".to_vec())
+        );
+        // The guest's own xenstore connection meets the same access from xenstored.
+        let mut own = xs.connect(GUEST);
+        assert!(matches!(
+            own.read(TxnId::NONE, &abs("acc/none")),
+            Err(Error::Xenstored(XsErrno::Eacces))
+        ));
+        assert_eq!(own.read(TxnId::NONE, &abs("acc/ro")).unwrap(), b"r");
+        assert!(own.write(TxnId::NONE, &abs("acc/ro"), b"x").is_err());
+        own.write(TxnId::NONE, &abs("acc/rw"), b"own").expect("rw");
+        // Handing the host nodes over lets the guest remove the subtree.
+        for p in ["acc/none", "acc/ro", "acc/sub/deep"] {
+            g.host_write(p.as_bytes(), b"", GuestAccess::READ_WRITE)
+                .expect("host");
+        }
+        g.remove(b"acc", 0).expect("remove");
+        assert_eq!(g.list(b"", 0), Ok(Vec::new()));
+        // HAR-4, HAR-14.
+        assert_eq!(
+            g.host_write(b"x", b"", GuestAccess(2)),
+            Err(Status::INVALID_PARAM)
+        );
+        assert_eq!(
+            g.host_write(b"", b"", GuestAccess::READ),
+            Err(Status::INVALID_PARAM)
+        );
+        assert_eq!(
+            g.host_write(b"x", &[0; 4097], GuestAccess::READ),
+            Err(Status::NO_SPACE)
+        );
+        assert_eq!(g.host_remove(b"x"), Err(Status::NOT_FOUND));
+    }
+
+    #[test]
+    fn node_quota() {
+        let (_xs, mut g) = world();
+        g.host_write(b"h", b"", GuestAccess::READ_WRITE)
+            .expect("host");
+        for i in 1..MAX_ENTRIES - 1 {
+            g.write(format!("q/n{i}").as_bytes(), b"", 0)
+                .unwrap_or_else(|e| panic!("node {i}: {e}"));
+        }
+        // h, q and 1022 nodes below q: 1024.
+        assert_eq!(g.write(b"q/more", b"", 0), Err(Status::NO_SPACE));
+        assert_eq!(g.write(b"new/leaf", b"", 0), Err(Status::NO_SPACE));
+        assert_eq!(g.host_read(b"new"), Err(Status::NOT_FOUND));
+        let t = u64::from(g.txn_start().expect("txn"));
+        assert_eq!(g.write(b"q/more", b"", t), Err(Status::NO_SPACE));
+        g.txn_abort(t).expect("abort");
+        g.write(b"q/n1", b"overwrite", 0).expect("overwrite");
+        g.host_write(b"host/beyond", b"", GuestAccess::READ_WRITE)
+            .expect("host writes ignore the node quota");
+        g.remove(b"host", 0).expect("remove");
+        g.remove(b"q/n1", 0).expect("remove");
+        g.write(b"q/again", b"", 0).expect("room again");
+    }
+
+    #[test]
+    fn node_count_follows_other_writers() {
+        let (xs, mut g) = world();
+        let mut other = xs.connect(0);
+        g.write(b"a/b/c", b"", 0).expect("write");
+        assert_eq!(g.node_count(), Ok(3));
+        // Another client creates (with an ancestor), removes, and replaces a subtree.
+        other.write(TxnId::NONE, &abs("x/y"), b"").expect("write");
+        assert_eq!(g.node_count(), Ok(5));
+        other.remove(TxnId::NONE, &abs("a/b")).expect("remove");
+        assert_eq!(g.node_count(), Ok(3));
+        g.write(b"x/y/1", b"", 0).expect("write");
+        g.write(b"x/y/2", b"", 0).expect("write");
+        other.remove(TxnId::NONE, &abs("x")).expect("remove");
+        other.write(TxnId::NONE, &abs("x/z"), b"").expect("write");
+        assert_eq!(g.node_count(), Ok(3), "a, x, x/z");
+        // The quota at the commit counts what others created meanwhile.
+        for i in 4..MAX_ENTRIES - 1 {
+            g.write(format!("f/{i}").as_bytes(), b"", 0)
+                .unwrap_or_else(|e| panic!("node {i}: {e}"));
+        }
+        assert_eq!(g.node_count(), Ok(u64::from(MAX_ENTRIES) - 1));
+        let t = u64::from(g.txn_start().expect("txn"));
+        g.write(b"last", b"", t).expect("one node left");
+        assert_eq!(g.write(b"more", b"", t), Err(Status::NO_SPACE));
+        other.write(TxnId::NONE, &abs("host"), b"").expect("write");
+        assert_eq!(g.txn_commit(t), Err(Status::CONFLICT));
+        assert_eq!(g.host_read(b"last"), Err(Status::NOT_FOUND));
+    }
+
+    #[test]
+    fn watch_events_name_the_changed_node() {
+        let (xs, mut g) = world();
+        let w = g.watch(b"a", 3).expect("watch");
+        // STORE-10: no event at registration.
+        assert_eq!(g.poll_events(), Ok(Vec::new()));
+        // One event for a write that creates ancestors, none for the ancestors.
+        g.write(b"a/b/c", b"1", 0).expect("write");
+        assert_eq!(g.poll_events(), Ok(vec![3]));
+        assert_eq!(g.watch_next().map(|e| e.1), Ok(b"a/b/c".to_vec()));
+        // A host write fires once (its permissions change is in the same transaction).
+        g.host_write(b"a/h", b"", GuestAccess::READ).expect("host");
+        assert_eq!(g.poll_events(), Ok(vec![3]));
+        assert_eq!(g.watch_next().map(|e| e.1), Ok(b"a/h".to_vec()));
+        // A write by another xenstore client fires too.
+        xs.connect(0)
+            .write(TxnId::NONE, &abs("a/b"), b"x")
+            .expect("write");
+        assert_eq!(g.poll_events(), Ok(vec![3]));
+        assert_eq!(g.watch_next().map(|e| e.1), Ok(b"a/b".to_vec()));
+        // A removal fires the watches inside the removed subtree, naming the removed node.
+        let inner = g.watch(b"a/b/c/d", 4).expect("watch");
+        g.host_write(b"a/h", b"", GuestAccess::READ_WRITE)
+            .expect("host");
+        assert_eq!(g.poll_events(), Ok(vec![3]));
+        let _ = g.watch_next();
+        g.remove(b"a", 0).expect("remove");
+        let mut ports = g.poll_events().expect("poll");
+        ports.sort_unstable();
+        assert_eq!(ports, vec![3, 4]);
+        let mut seen = Vec::new();
+        while let Ok((h, p)) = g.watch_next() {
+            seen.push((h.watch_id, p));
+        }
+        seen.sort();
+        assert_eq!(seen, vec![(w, b"a".to_vec()), (inner, b"a".to_vec())]);
+        // A transaction fires at its commit, once per node.
+        let t = u64::from(g.txn_start().expect("txn"));
+        g.write(b"a/x", b"1", t).expect("write");
+        g.write(b"a/x", b"2", t).expect("write");
+        g.write(b"a/y", b"1", t).expect("write");
+        assert_eq!(g.poll_events(), Ok(Vec::new()));
+        g.txn_commit(t).expect("commit");
+        assert_eq!(g.poll_events(), Ok(vec![3, 3]));
+        g.unwatch(w).expect("unwatch");
+        g.unwatch(inner).expect("unwatch");
+    }
+
+    #[test]
+    fn transactions_are_isolated_and_conflict() {
+        let (xs, mut g) = world();
+        g.write(b"n", b"0", 0).expect("write");
+        let t = u64::from(g.txn_start().expect("txn"));
+        // STORE-17: the store as at TXN_START plus the transaction's own changes.
+        g.host_write(b"n", b"1", GuestAccess::READ_WRITE)
+            .expect("host");
+        g.write(b"late", b"", 0).expect("write");
+        assert_eq!(g.read(b"n", t), Ok(b"0".to_vec()));
+        assert_eq!(g.read(b"late", t), Err(Status::NOT_FOUND));
+        g.write(b"mine", b"m", t).expect("write");
+        assert_eq!(g.read(b"mine", 0), Err(Status::NOT_FOUND));
+        assert_eq!(g.list(b"", t), Ok(b"mine\0n\0".to_vec()));
+        // STORE-16: a node it read changed since: CONFLICT, nothing applied, ended.
+        assert_eq!(g.txn_commit(t), Err(Status::CONFLICT));
+        assert_eq!(g.read(b"mine", 0), Err(Status::NOT_FOUND));
+        assert_eq!(g.txn_abort(t), Err(Status::NOT_FOUND));
+        // Without a concurrent change the commit applies everything.
+        let t = u64::from(g.txn_start().expect("txn"));
+        g.write(b"a/b", b"1", t).expect("write");
+        g.remove(b"late", t).expect("remove");
+        g.txn_commit(t).expect("commit");
+        assert_eq!(g.host_read(b"a/b"), Ok(b"1".to_vec()));
+        assert_eq!(g.host_read(b"late"), Err(Status::NOT_FOUND));
+        // A missing node that appears conflicts.
+        let t = u64::from(g.txn_start().expect("txn"));
+        assert_eq!(g.read(b"z", t), Err(Status::NOT_FOUND));
+        g.write(b"other", b"", t).expect("write");
+        xs.connect(0)
+            .write(TxnId::NONE, &abs("z"), b"")
+            .expect("write");
+        assert_eq!(g.txn_commit(t), Err(Status::CONFLICT));
+        assert_eq!(g.host_read(b"other"), Err(Status::NOT_FOUND));
+        // STORE-18.
+        let t = u64::from(g.txn_start().expect("txn"));
+        g.remove(b"n", t).expect("remove");
+        g.txn_abort(t).expect("abort");
+        assert_eq!(g.read(b"n", 0), Ok(b"1".to_vec()));
     }
 }

@@ -273,7 +273,13 @@ pub fn xenstored_store_factory(socket: impl Into<std::path::PathBuf>) -> StoreFa
     Arc::new(move |domid| {
         let xs = crate::XenStore::open_socket(&socket)
             .map_err(|e| format!("cannot connect to xenstored for the STORE service: {e}"))?;
-        Ok(Arc::new(Mutex::new(crate::GuestStore::new(xs, store_root(domid)))) as SharedStore)
+        // xenstored's socket is dom0's: the backend writing host nodes is domain 0.
+        Ok(Arc::new(Mutex::new(crate::GuestStore::new(
+            xs,
+            store_root(domid),
+            domid,
+            0,
+        ))) as SharedStore)
     })
 }
 

@@ -46,10 +46,12 @@ impl World {
         let store: StoreFactory = {
             let xs = xs.clone();
             Arc::new(move |d| {
-                Ok(
-                    Arc::new(Mutex::new(GuestStore::new(xs.connect(0), store_root(d))))
-                        as SharedStore,
-                )
+                Ok(Arc::new(Mutex::new(GuestStore::new(
+                    xs.connect(0),
+                    store_root(d),
+                    d,
+                    0,
+                ))) as SharedStore)
             })
         };
         let backend = Arc::new(Mutex::new(

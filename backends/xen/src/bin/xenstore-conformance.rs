@@ -24,6 +24,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use pvabi::store::GuestAccess;
 use pvabi::Status;
 use pvabi_xen::{
     status_for, Access, Error, GuestStore, Perm, TxnId, XenStore, XenStoreOps, XsErrno, XsRs,
@@ -447,8 +448,19 @@ fn dom0_checks(r: &mut Runner, socket: &str, device: &str) -> Result<(), String>
     r.check("guest_store_mapping", || {
         let root = p("guest");
         ok("mkdir guest root", a.mkdir(TxnId::NONE, &root))?;
+        // The mapping's guest is a domain id that does not run; the root gives it full access
+        // (xenstored refuses an owner that is not an existing domain).
+        const GUEST: u32 = 31999;
+        ok(
+            "root perms",
+            a.set_perms(
+                TxnId::NONE,
+                &root,
+                &[Perm::new(0, Access::None), Perm::new(GUEST, Access::Both)],
+            ),
+        )?;
         let xs = ok("connect", XenStore::open_socket(socket))?;
-        let mut g = GuestStore::new(xs, root.clone());
+        let mut g = GuestStore::new(xs, root.clone(), GUEST, 0);
         let st = |what: &str, r: Result<(), Status>| r.map_err(|s| format!("{what}: {s}"));
         st("write", g.write(b"cfg/b", b"2", 0))?;
         st("write", g.write(b"cfg/a", b"1", 0))?;
@@ -480,7 +492,60 @@ fn dom0_checks(r: &mut Runner, socket: &str, device: &str) -> Result<(), String>
         eq("value", g.read(b"cfg/a", 0), Ok(b"9".to_vec()))?;
         st("remove", g.remove(b"cfg", 0))?;
         eq("removed", g.read(b"cfg/a", 0), Err(Status::NOT_FOUND))?;
-        Ok("STORE paths, sorted LIST, REMOVE of a missing node, watch without registration event, CONFLICT".into())
+        // Guest access of host nodes, kept in xenstored's permissions (STORE-2, 25, 26, 27).
+        st("host write none", g.host_write(b"acc/none", b"s", GuestAccess::NONE))?;
+        st("host write ro", g.host_write(b"acc/ro", b"r", GuestAccess::READ))?;
+        st("host write rw", g.host_write(b"acc/rw", b"w", GuestAccess::READ_WRITE))?;
+        eq(
+            "host node perms",
+            ok("get_perms", b.get_perms(TxnId::NONE, &format!("{root}/acc/ro")))?,
+            vec![Perm::new(0, Access::None), Perm::new(GUEST, Access::Read)],
+        )?;
+        eq("read none", g.read(b"acc/none", 0), Err(Status::DENIED))?;
+        eq("list none", g.list(b"acc/none", 0), Err(Status::DENIED))?;
+        eq("read ro", g.read(b"acc/ro", 0), Ok(b"r".to_vec()))?;
+        eq("write ro", g.write(b"acc/ro", b"x", 0), Err(Status::DENIED))?;
+        eq("create below ro", g.write(b"acc/ro/c", b"x", 0), Err(Status::DENIED))?;
+        st("write rw", g.write(b"acc/rw", b"g", 0))?;
+        st("create below rw", g.write(b"acc/rw/c", b"g", 0))?;
+        eq("remove subtree", g.remove(b"acc", 0), Err(Status::DENIED))?;
+        eq("nothing removed", g.host_read(b"acc/rw/c"), Ok(b"g".to_vec()))?;
+        eq("host read none", g.host_read(b"acc/none"), Ok(b"s".to_vec()))?;
+        st("host remove", g.host_remove(b"acc"))?;
+        eq("host removed", g.host_read(b"acc/rw"), Err(Status::NOT_FOUND))?;
+        // Watch events as STORE-11 names them: one per host write (value and permissions in
+        // one transaction), the removed node for a removal of a watch's ancestor.
+        let wid = g.watch(b"ev/a/b", 6).map_err(|s| format!("watch: {s}"))?;
+        let poll = |g: &mut GuestStore<XenStore>| -> Result<Vec<(u32, Vec<u8>)>, String> {
+            let deadline = Instant::now() + Duration::from_millis(300);
+            let mut seen = Vec::new();
+            while Instant::now() < deadline {
+                g.poll_events().map_err(|s| format!("poll: {s}"))?;
+                while let Ok((h, p)) = g.watch_next() {
+                    seen.push((h.watch_id, p));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(seen)
+        };
+        st("host write", g.host_write(b"ev/a/b", b"h", GuestAccess::READ_WRITE))?;
+        eq("host write events", poll(&mut g)?, vec![(wid, b"ev/a/b".to_vec())])?;
+        st("remove ancestor", g.remove(b"ev", 0))?;
+        eq("removal event", poll(&mut g)?, vec![(wid, b"ev".to_vec())])?;
+        st("unwatch", g.unwatch(wid))?;
+        // The node quota (STORE-19, STORE-29), counted from xenstored's watch events; another
+        // client's nodes count too.
+        ok("other client", b.write(TxnId::NONE, &format!("{root}/q/other"), b""))?;
+        for i in 2..pvabi::store::MAX_ENTRIES {
+            g.write(format!("q/{i}").as_bytes(), b"", 0)
+                .map_err(|s| format!("quota fill {i}: {s}"))?;
+        }
+        eq("beyond the quota", g.write(b"q/more/x", b"", 0), Err(Status::NO_SPACE))?;
+        eq("nothing created", g.host_read(b"q/more"), Err(Status::NOT_FOUND))?;
+        ok("other removes", b.remove(TxnId::NONE, &format!("{root}/q/other")))?;
+        st("room again", g.write(b"q/more", b"", 0))?;
+        st("remove quota nodes", g.remove(b"q", 0))?;
+        Ok("STORE paths, sorted LIST, REMOVE of a missing node, watch without registration event, CONFLICT, guest access of host nodes, watch events, node quota".into())
     });
 
     // Round-trip cost of a READ over each transport (reported, not asserted).
