@@ -1,11 +1,14 @@
-//! `cargo test -p conformance`: certifies every backend available on this machine and fails if
-//! any clause fails. Backends that cannot run here are named loudly with the reason.
+//! `cargo test -p conformance`: certifies every backend available on this machine (the mock,
+//! KVM in both modes, Xen) and fails if any clause fails. Backends that cannot run here are
+//! named loudly with the reason.
 
 use conformance::{certify, Certifiable, Certification, MockBackend};
 
 fn backends() -> Vec<Box<dyn Certifiable>> {
     let mut v: Vec<Box<dyn Certifiable>> = vec![Box::new(MockBackend::default())];
     v.extend(conformance::hardware_backends());
+    // Xen, where scripts/xen/setup.sh has prepared Xen under QEMU (a few minutes).
+    v.push(Box::new(conformance::XenBackend::default()));
     v
 }
 

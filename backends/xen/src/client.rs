@@ -223,6 +223,47 @@ impl<T: Transport> XenStore<T> {
         Ok(path)
     }
 
+    /// `XS_DIRECTORY_PART`: a directory too large for one reply, read from successive
+    /// offsets; restarted when the directory changes in between (its generation count moves).
+    fn directory_in_parts(&mut self, txn: TxnId, path: &str) -> Result<Vec<String>> {
+        const RESTARTS: u32 = 8;
+        let p = self.path(path)?.to_string();
+        'restart: for _ in 0..RESTARTS {
+            let mut names = Vec::new();
+            let mut offset = 0usize;
+            let mut generation: Option<String> = None;
+            loop {
+                let off = offset.to_string();
+                let req = wire::payload(&[&p, &off], b"")?;
+                let r = self.request(MsgType::DIRECTORY_PART, txn, &req)?;
+                // `<generation>\0<name>\0...<name>\0` and, on the last part, one more `\0`.
+                let mut parts = r.split(|b| *b == 0);
+                let gen = parts
+                    .next()
+                    .map(|g| String::from_utf8_lossy(g).into_owned())
+                    .ok_or_else(|| Error::Protocol("empty XS_DIRECTORY_PART reply".into()))?;
+                match &generation {
+                    Some(g) if *g != gen => continue 'restart,
+                    _ => generation = Some(gen),
+                }
+                let body = &r[r.iter().position(|b| *b == 0).map_or(r.len(), |i| i + 1)..];
+                let last = body.is_empty() || body.ends_with(&[0, 0]) || body == [0];
+                let mut got = 0usize;
+                for n in body.split(|b| *b == 0).filter(|n| !n.is_empty()) {
+                    got += n.len() + 1;
+                    names.push(String::from_utf8(n.to_vec()).map_err(|_| {
+                        Error::Protocol("name in XS_DIRECTORY_PART reply is not UTF-8".into())
+                    })?);
+                }
+                if last || got == 0 {
+                    return Ok(names);
+                }
+                offset += got;
+            }
+        }
+        Err(Error::Xenstored(XsErrno::Eagain))
+    }
+
     /// `XS_GET_DOMAIN_PATH`: the home path of `domid` (`/local/domain/<domid>`).
     ///
     /// # Errors
@@ -253,8 +294,12 @@ impl<T: Transport> XenStoreOps for XenStore<T> {
 
     fn directory(&mut self, txn: TxnId, path: &str) -> Result<Vec<String>> {
         let p = wire::payload(&[self.path(path)?], b"")?;
-        let r = self.request(MsgType::DIRECTORY, txn, &p)?;
-        wire::split_strings(&r)
+        match self.request(MsgType::DIRECTORY, txn, &p) {
+            Ok(r) => wire::split_strings(&r),
+            // The names do not fit in one reply: read them in parts.
+            Err(Error::Xenstored(XsErrno::E2big)) => self.directory_in_parts(txn, path),
+            Err(e) => Err(e),
+        }
     }
 
     fn remove(&mut self, txn: TxnId, path: &str) -> Result<()> {

@@ -19,12 +19,14 @@
 //! `scripts/xen/run-in-dom0.sh`.
 
 mod client;
+pub mod encode;
 mod error;
 pub mod frontend;
 mod ops;
 mod perms;
 pub mod status_map;
 mod store;
+pub mod suite;
 pub mod sys;
 pub mod testing;
 pub mod transport;

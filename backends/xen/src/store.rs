@@ -116,12 +116,20 @@ pub struct GuestStore<S: XenStoreOps> {
 }
 
 /// A guest transaction: xenstored's id, the nodes it removed (for the events at commit) and
-/// how many it created (for the node quota).
+/// how many it created (for the node quota), and what makes its view the store as it was at
+/// TXN_START (`STORE-17`).
 #[derive(Debug)]
 struct Txn {
     id: TxnId,
     removed: Vec<String>,
     created: u64,
+    /// The nodes of the subtree at TXN_START (each one accessed in xenstored's transaction
+    /// then, so that xenstored keeps its value as of then and a later change by anyone else is
+    /// a conflict at commit) plus the ones this transaction created, minus the ones it removed.
+    visible: BTreeSet<String>,
+    /// A node this transaction touched was created by someone else after TXN_START: xenstored
+    /// cannot see that as a conflict, so the commit reports CONFLICT itself (`STORE-16`).
+    doomed: bool,
 }
 
 impl<S: XenStoreOps> GuestStore<S> {
@@ -202,10 +210,40 @@ impl<S: XenStoreOps> GuestStore<S> {
 
     /// A node's permissions in transaction `t`; `None` when it does not exist.
     fn perms(&mut self, t: TxnId, abs: &str) -> Result<Option<Vec<Perm>>, Status> {
-        match self.xs.get_perms(t, abs) {
-            Ok(p) => Ok(Some(p)),
-            Err(Error::Xenstored(XsErrno::Enoent)) => Ok(None),
-            Err(e) => Err(status_for(&e)),
+        let now = match self.xs.get_perms(t, abs) {
+            Ok(p) => Some(p),
+            Err(Error::Xenstored(XsErrno::Enoent)) => None,
+            Err(e) => return Err(status_for(&e)),
+        };
+        // Inside a guest transaction a node that did not exist at TXN_START (and that the
+        // transaction did not create) is missing, whatever xenstored shows (STORE-17).
+        if t != TxnId::NONE && now.is_some() && abs != self.root {
+            if let Some(g) = self.txns.values_mut().find(|g| g.id == t) {
+                if !g.visible.contains(abs) {
+                    g.doomed = true;
+                    return Ok(None);
+                }
+            }
+        }
+        Ok(now)
+    }
+
+    /// Records in guest transaction `t` (if it is one) that `abs` and its missing ancestors
+    /// now exist (`created`) or that `abs` and its subtree are gone.
+    fn txn_saw(&mut self, t: TxnId, abs: &str, created: bool) {
+        let root = self.root.clone();
+        let Some(g) = self.txns.values_mut().find(|g| g.id == t) else {
+            return;
+        };
+        if created {
+            let mut p = abs;
+            while strictly_below(p, &root) {
+                g.visible.insert(p.to_string());
+                p = parent(p);
+            }
+        } else {
+            let prefix = format!("{abs}/");
+            g.visible.retain(|k| k != abs && !k.starts_with(&prefix));
         }
     }
 
@@ -299,6 +337,7 @@ impl<S: XenStoreOps> GuestStore<S> {
         let created = self.in_txn(txn, |s, t| {
             let created = s.check_guest_write(t, &abs, pending)?;
             s.xs.write(t, &abs, value).map_err(|e| status_for(&e))?;
+            s.txn_saw(t, &abs, true);
             Ok(created)
         })?;
         if let Some(t) = u32::try_from(txn)
@@ -426,10 +465,23 @@ impl<S: XenStoreOps> GuestStore<S> {
                 return Err(Status::DENIED);
             }
         }
-        let names = match self.xs.directory(t, &abs) {
+        let mut names = match self.xs.directory(t, &abs) {
             Err(Error::Xenstored(XsErrno::Enoent)) if is_root => Vec::new(),
             r => r.map_err(|e| status_for(&e))?,
         };
+        // In a guest transaction, children created by others after TXN_START are not there
+        // (STORE-17); seeing them dooms the commit (STORE-16).
+        if let Some(g) = self
+            .txns
+            .values_mut()
+            .find(|g| g.id == t && t != TxnId::NONE)
+        {
+            let before = names.len();
+            names.retain(|n| g.visible.contains(&join(&abs, n)));
+            if names.len() != before {
+                g.doomed = true;
+            }
+        }
         Ok(nul_list(names))
     }
 
@@ -456,7 +508,9 @@ impl<S: XenStoreOps> GuestStore<S> {
                     }
                 }
             }
-            s.xs.remove(t, &abs).map_err(|e| status_for(&e))
+            s.xs.remove(t, &abs).map_err(|e| status_for(&e))?;
+            s.txn_saw(t, &abs, false);
+            Ok(())
         })?;
         match u32::try_from(txn)
             .ok()
@@ -726,6 +780,15 @@ impl<S: XenStoreOps> GuestStore<S> {
             return Err(Status::NO_SPACE);
         }
         let t = self.xs.transaction_start().map_err(|e| status_for(&e))?;
+        // Access every node of the subtree now (STORE-16, STORE-17).
+        let root = self.root.clone();
+        let visible = match self.snapshot(t, &root) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.xs.transaction_end(t, false);
+                return Err(e);
+            }
+        };
         let id = loop {
             let id = self.next_txn;
             self.next_txn = self.next_txn.wrapping_add(1).max(1);
@@ -739,9 +802,23 @@ impl<S: XenStoreOps> GuestStore<S> {
                 id: t,
                 removed: Vec::new(),
                 created: 0,
+                visible,
+                doomed: false,
             },
         );
         Ok(id)
+    }
+
+    /// The nodes of the subtree at `root` in xenstored transaction `t`, each accessed there.
+    fn snapshot(&mut self, t: TxnId, root: &str) -> Result<BTreeSet<String>, Status> {
+        let nodes = self.subtree(t, root)?;
+        for n in &nodes {
+            match self.xs.get_perms(t, n) {
+                Ok(_) | Err(Error::Xenstored(XsErrno::Enoent)) => {}
+                Err(e) => return Err(status_for(&e)),
+            }
+        }
+        Ok(nodes.into_iter().collect())
     }
 
     fn end(&mut self, txn: u64, commit: bool) -> Result<(), Status> {
@@ -750,6 +827,11 @@ impl<S: XenStoreOps> GuestStore<S> {
         }
         let id = u32::try_from(txn).map_err(|_| Status::INVALID_PARAM)?;
         let t = self.txns.remove(&id).ok_or(Status::NOT_FOUND)?;
+        // A node it used was created by someone else after TXN_START (STORE-16).
+        if commit && t.doomed {
+            let _ = self.xs.transaction_end(t.id, false);
+            return Err(Status::CONFLICT);
+        }
         // The node quota again at the commit: nodes created by others since the transaction's
         // writes were checked are changes of the subtree, a CONFLICT (`STORE-17` allows it).
         if commit && t.created > 0 {

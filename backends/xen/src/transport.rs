@@ -267,15 +267,17 @@ pub type SharedStore = Arc<Mutex<dyn StoreService>>;
 pub type StoreFactory = Arc<dyn Fn(u32) -> Result<SharedStore, String> + Send + Sync>;
 
 /// A [`StoreFactory`] that gives each guest its own connection to xenstored's socket at
-/// `socket`, mapped onto the guest's subtree [`store_root`] (`XEN-10`).
+/// `socket`, mapped onto the guest's subtree [`store_root`] (`XEN-10`) through
+/// [`EncodedStore`](crate::encode::EncodedStore).
 pub fn xenstored_store_factory(socket: impl Into<std::path::PathBuf>) -> StoreFactory {
     let socket = socket.into();
     Arc::new(move |domid| {
         let xs = crate::XenStore::open_socket(&socket)
             .map_err(|e| format!("cannot connect to xenstored for the STORE service: {e}"))?;
-        // xenstored's socket is dom0's: the backend writing host nodes is domain 0.
+        // xenstored's socket is dom0's: the backend writing host nodes is domain 0. Paths and
+        // values go through the encoding xenstored needs (`.` in names, 4096-byte values).
         Ok(Arc::new(Mutex::new(crate::GuestStore::new(
-            xs,
+            crate::encode::EncodedStore::new(xs),
             store_root(domid),
             domid,
             0,
@@ -290,6 +292,8 @@ struct XenPlatform {
     evtchn: Arc<dyn EventChannel>,
     port: u32,
     notifications: Arc<std::sync::atomic::AtomicU64>,
+    /// The earliest timer deadline the `Vm` asked for (system-time ns; `u64::MAX`: none).
+    deadline: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Platform for XenPlatform {
@@ -316,14 +320,24 @@ impl Platform for XenPlatform {
         }
     }
     fn yield_vcpu(&self, _vcpu: u32) {}
-    fn deadline_changed(&self, _deadline_ns: u64) {}
+    fn deadline_changed(&self, deadline_ns: u64) {
+        // The ring thread wakes for it (it never sleeps longer than `TIMER_SLACK`).
+        self.deadline.fetch_min(deadline_ns, Ordering::AcqRel);
+    }
     fn advance_clock(&self, _ns: u64) -> Result<(), Status> {
         Err(Status::NOT_SUPPORTED)
     }
 }
 
-/// The features a backend on this transport offers: the ring, and transactions in STORE.
-pub const FEATURES: Features = Features::RING_GATE.union(Features::STORE_TXN);
+/// The features a backend on this transport offers: the ring, transactions in STORE, the
+/// GRANT table (in the window) and timers.
+pub const FEATURES: Features = Features::RING_GATE
+    .union(Features::STORE_TXN)
+    .union(Features::GRANT)
+    .union(Features::TIMER);
+
+/// The longest a connection's thread sleeps between looks at its timers and watches.
+const TIMER_SLACK: Duration = Duration::from_millis(20);
 
 /// One connected guest: the window, the `Vm` on it, and the thread that serves the doorbell.
 pub struct Connection {
@@ -358,6 +372,7 @@ impl Connection {
         evtchn: Arc<dyn EventChannel>,
         console: Option<pvabi_host::ConsoleSink>,
         store: Option<SharedStore>,
+        harness: bool,
     ) -> Result<Connection, String> {
         let index = grants
             .map(domid, &[config.index_ref], false)
@@ -393,6 +408,7 @@ impl Connection {
                 )
             })?;
         let notifications = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let deadline = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
         let epoch_ns = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -403,12 +419,15 @@ impl Connection {
             evtchn: evtchn.clone(),
             port,
             notifications: notifications.clone(),
+            deadline: deadline.clone(),
         });
+        let start = platform.start;
         let mut cfg = VmConfig::new(1);
         cfg.backend_id = pvabi::base::backend_id::XEN;
         cfg.features = FEATURES;
         cfg.console_sink = console;
         cfg.store_service = store;
+        cfg.harness = harness;
         let vm = Arc::new(Vm::new(cfg, ram, platform).map_err(|e| format!("guest set-up: {e}"))?);
         let reg = vm.handle_call(
             0,
@@ -430,13 +449,21 @@ impl Connection {
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let server = {
-            let (vm, stop, served, evtchn) =
-                (vm.clone(), stop.clone(), served.clone(), evtchn.clone());
+            let (vm, stop, served, evtchn, deadline) = (
+                vm.clone(),
+                stop.clone(),
+                served.clone(),
+                evtchn.clone(),
+                deadline.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("pvabi-xen-d{domid}"))
                 .spawn(move || {
                     while !stop.load(Ordering::Acquire) {
-                        match evtchn.wait(Duration::from_millis(100)) {
+                        let now = start.elapsed().as_nanos() as u64;
+                        let due = deadline.load(Ordering::Acquire);
+                        let wait = Duration::from_nanos(due.saturating_sub(now)).min(TIMER_SLACK);
+                        match evtchn.wait(wait) {
                             Ok(Some(p)) if p == port => {
                                 served.fetch_add(vm.process_ring() as u64, Ordering::Relaxed);
                             }
@@ -445,6 +472,14 @@ impl Connection {
                         }
                         // Watches fired by other writers of the guest's subtree (XEN-10).
                         vm.poll_store_events();
+                        // Timers (the TIMER feature): fire what is due, then wait for the next.
+                        if start.elapsed().as_nanos() as u64 >= deadline.load(Ordering::Acquire) {
+                            deadline.store(u64::MAX, Ordering::Release);
+                            vm.poll_timers();
+                            if let Some(d) = vm.next_deadline() {
+                                deadline.fetch_min(d, Ordering::AcqRel);
+                            }
+                        }
                     }
                 })
                 .map_err(|e| format!("cannot start the ring thread: {e}"))?
@@ -555,6 +590,8 @@ pub struct Backend<X: XenStoreOps> {
     domains: BTreeMap<u32, DomainState>,
     console: Arc<Mutex<BTreeMap<u32, Vec<u8>>>>,
     store: Option<StoreFactory>,
+    harness: bool,
+    reports: BTreeMap<u32, Vec<pvabi_host::Report>>,
 }
 
 impl<X: XenStoreOps> std::fmt::Debug for Backend<X> {
@@ -589,6 +626,43 @@ impl<X: XenStoreOps> Backend<X> {
             domains: BTreeMap::new(),
             console: Arc::new(Mutex::new(BTreeMap::new())),
             store: None,
+            harness: false,
+            reports: BTreeMap::new(),
+        }
+    }
+
+    /// Offers the HARNESS service to the guests (certification runs only, `HAR-1`); their
+    /// records are collected by [`Backend::take_reports`].
+    pub fn with_harness(mut self, harness: bool) -> Backend<X> {
+        self.harness = harness;
+        self
+    }
+
+    /// The feature bits the guests get: [`FEATURES`], and HARNESS in a certification run.
+    pub fn features(&self) -> Features {
+        if self.harness {
+            FEATURES | Features::HARNESS
+        } else {
+            FEATURES
+        }
+    }
+
+    /// The HARNESS records domain `domid` reported so far (kept after the connection closed
+    /// or the domain went away).
+    pub fn take_reports(&mut self, domid: u32) -> Vec<pvabi_host::Report> {
+        if let Some(DomainState::Connected(c)) = self.domains.get(&domid) {
+            let more = c.vm().take_reports();
+            self.reports.entry(domid).or_default().extend(more);
+        }
+        self.reports.remove(&domid).unwrap_or_default()
+    }
+
+    fn keep_reports(&mut self, domid: u32) {
+        if let Some(DomainState::Connected(c)) = self.domains.get(&domid) {
+            let more = c.vm().take_reports();
+            if !more.is_empty() {
+                self.reports.entry(domid).or_default().extend(more);
+            }
         }
     }
 
@@ -677,7 +751,7 @@ impl<X: XenStoreOps> Backend<X> {
                 "abi-version",
                 pvabi::version::ABI_VERSION.to_u32().to_string(),
             ),
-            ("features", FEATURES.bits().to_string()),
+            ("features", self.features().bits().to_string()),
             ("max-window-pages", MAX_WINDOW_PAGES.to_string()),
             ("max-ring-order", MAX_RING_ORDER.to_string()),
             ("state", state::INIT_WAIT.to_string()),
@@ -712,7 +786,15 @@ impl<X: XenStoreOps> Backend<X> {
             Some(f) => Some(f(domid)?),
             None => None,
         };
-        Connection::open(domid, cfg, &*self.grants, evtchn, Some(sink), store)
+        Connection::open(
+            domid,
+            cfg,
+            &*self.grants,
+            evtchn,
+            Some(sink),
+            store,
+            self.harness,
+        )
     }
 
     /// The domains xenstore lists under `/local/domain`.
@@ -743,6 +825,7 @@ impl<X: XenStoreOps> Backend<X> {
             .filter(|d| !listed.contains(d))
             .collect();
         for d in gone {
+            self.keep_reports(d);
             self.domains.remove(&d);
             let _ = self
                 .xs
@@ -790,6 +873,7 @@ impl<X: XenStoreOps> Backend<X> {
                 && fstate != Some(u64::from(state::CONNECTED))
             {
                 // XEN-9: unmap and unbind before the state says Closed.
+                self.keep_reports(d);
                 if let Some(DomainState::Connected(mut c)) = self.domains.remove(&d) {
                     c.close();
                     drop(c);

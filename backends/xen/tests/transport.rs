@@ -46,8 +46,9 @@ impl World {
         let store: StoreFactory = {
             let xs = xs.clone();
             Arc::new(move |d| {
+                // As the real factory: through the encoding xenstored needs.
                 Ok(Arc::new(Mutex::new(GuestStore::new(
-                    xs.connect(0),
+                    pvabi_xen::encode::EncodedStore::new(xs.connect(0)),
                     store_root(d),
                     d,
                     0,
@@ -62,7 +63,8 @@ impl World {
                 Arc::new(grants.as_domain(0)),
                 factory,
             )
-            .with_store(store),
+            .with_store(store)
+            .with_harness(true),
         ));
         let (tx, events) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -158,7 +160,7 @@ fn handshake_writes_both_directories_with_permissions() {
     assert_eq!(read(&mut xs, &format!("{b}/abi-version")), "65536");
     assert_eq!(
         read(&mut xs, &format!("{b}/features")),
-        FEATURES.bits().to_string()
+        (FEATURES | pvabi::Features::HARNESS).bits().to_string()
     );
     assert_eq!(read(&mut xs, &format!("{b}/max-window-pages")), "1024");
     assert_eq!(read(&mut xs, &format!("{b}/max-ring-order")), "8");
@@ -205,7 +207,10 @@ fn connected_guest_calls_through_the_granted_ring() {
     );
     assert_eq!(
         call(&mut f, BASE_GET_FEATURES, [0; 6]),
-        (Status::SUCCESS, FEATURES.bits())
+        (
+            Status::SUCCESS,
+            (FEATURES | pvabi::Features::HARNESS).bits()
+        )
     );
     // A buffer in the window reaches the console.
     let text = b"hello from the window\n";
@@ -482,5 +487,55 @@ fn store_calls_run_on_the_guest_xenstore_subtree() {
     assert_eq!(
         call(&mut f, STORE_READ, [p, pl, buf, 64, 0, 0]).0,
         Status::NOT_FOUND
+    );
+}
+
+#[test]
+fn conformance_suite_over_the_transport() {
+    // The whole suite, in this process, over the in-memory transport: every case passes or
+    // is skipped with its reason (the certification run does the same on a real Xen).
+    let w = World::new(&[5]);
+    let f = w
+        .connect(
+            5,
+            FrontendOptions {
+                window_gfn: 0,
+                window_pages: 512,
+                ..FrontendOptions::default()
+            },
+        )
+        .expect("connects");
+    let arena = 2 * 4096;
+    let sum = pvabi_xen::suite::run_suite_over(f, arena, None).expect("suite runs");
+    let reports = w.backend.lock().expect("backend").take_reports(5);
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| r.outcome == pvabi::harness::Outcome::FAILED)
+        .map(|r| format!("{} [{}]: {}", r.name, r.clauses.join(","), r.detail))
+        .collect();
+    let skipped = reports
+        .iter()
+        .filter(|r| r.outcome == pvabi::harness::Outcome::SKIPPED)
+        .count();
+    eprintln!(
+        "suite over the transport: {sum:?}; {} records, {skipped} skipped",
+        reports.len()
+    );
+    for r in reports
+        .iter()
+        .filter(|r| r.outcome == pvabi::harness::Outcome::SKIPPED)
+    {
+        eprintln!("skipped {}: {}", r.name, r.detail);
+    }
+    assert!(
+        failed.is_empty(),
+        "{} failed:\n{}",
+        failed.len(),
+        failed.join("\n")
+    );
+    assert!(sum.passed > 100, "{sum:?}");
+    assert_eq!(
+        reports.last().map(|r| r.outcome),
+        Some(pvabi::harness::Outcome::END)
     );
 }
