@@ -372,7 +372,7 @@ impl Connection {
         evtchn: Arc<dyn EventChannel>,
         console: Option<pvabi_host::ConsoleSink>,
         store: Option<SharedStore>,
-        harness: bool,
+        settings: DomainConfig,
     ) -> Result<Connection, String> {
         let index = grants
             .map(domid, &[config.index_ref], false)
@@ -424,10 +424,10 @@ impl Connection {
         let start = platform.start;
         let mut cfg = VmConfig::new(1);
         cfg.backend_id = pvabi::base::backend_id::XEN;
-        cfg.features = FEATURES;
+        cfg.features = settings.features & FEATURES;
         cfg.console_sink = console;
         cfg.store_service = store;
-        cfg.harness = harness;
+        cfg.harness = settings.harness;
         let vm = Arc::new(Vm::new(cfg, ram, platform).map_err(|e| format!("guest set-up: {e}"))?);
         let reg = vm.handle_call(
             0,
@@ -543,6 +543,35 @@ impl Drop for Connection {
     }
 }
 
+/// The per-domain configuration directory, below the backend domain's home: the settings for a
+/// domain named `N` are the nodes `/local/domain/B/pvabi-config/N/{serve,features,harness}`.
+pub const CONFIG_DIR: &str = "pvabi-config";
+
+/// How the backend serves one domain, from its [`CONFIG_DIR`] nodes (each optional).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DomainConfig {
+    /// `serve`: `0` leaves the domain alone (no directories, no connection); default `1`.
+    pub serve: bool,
+    /// `features`: the feature bits offered, as a decimal number, intersected with what the
+    /// backend implements ([`FEATURES`]; RING_GATE, the transport's gate, always stays on);
+    /// default all of them.
+    pub features: Features,
+    /// `harness`: `1` offers HARNESS (certification runs only); default the backend's
+    /// [`Backend::with_harness`] setting.
+    pub harness: bool,
+}
+
+impl DomainConfig {
+    /// The feature bits the guest gets, HARNESS included when offered.
+    pub fn offered(&self) -> Features {
+        if self.harness {
+            self.features | Features::HARNESS
+        } else {
+            self.features
+        }
+    }
+}
+
 /// Where one served domain stands.
 #[derive(Debug)]
 pub enum DomainState {
@@ -552,6 +581,8 @@ pub enum DomainState {
     Connected(Connection),
     /// Refused (`XEN-4`) or closed (`XEN-9`): the reason; nothing mapped.
     Closed(String),
+    /// Its configuration says not to serve it (see [`CONFIG_DIR`]).
+    NotServed,
 }
 
 /// What happened in one [`Backend::reconcile`] pass, for logs and tests.
@@ -559,6 +590,8 @@ pub enum DomainState {
 pub enum BackendEvent {
     /// A new domain's directories were written (`XEN-1`).
     Offered(u32),
+    /// A new domain is not served, as its configuration says.
+    NotServed(u32),
     /// A guest connected (`XEN-5`).
     Connected(u32),
     /// A handshake was refused, with the reason (`XEN-4`).
@@ -592,6 +625,7 @@ pub struct Backend<X: XenStoreOps> {
     store: Option<StoreFactory>,
     harness: bool,
     reports: BTreeMap<u32, Vec<pvabi_host::Report>>,
+    configs: BTreeMap<u32, DomainConfig>,
 }
 
 impl<X: XenStoreOps> std::fmt::Debug for Backend<X> {
@@ -628,6 +662,7 @@ impl<X: XenStoreOps> Backend<X> {
             store: None,
             harness: false,
             reports: BTreeMap::new(),
+            configs: BTreeMap::new(),
         }
     }
 
@@ -638,13 +673,42 @@ impl<X: XenStoreOps> Backend<X> {
         self
     }
 
-    /// The feature bits the guests get: [`FEATURES`], and HARNESS in a certification run.
-    pub fn features(&self) -> Features {
-        if self.harness {
-            FEATURES | Features::HARNESS
-        } else {
-            FEATURES
+    /// The configuration of domain `domid` as xenstore holds it now (see [`CONFIG_DIR`]); a
+    /// value that does not parse is left at its default.
+    pub fn domain_config(&mut self, domid: u32) -> DomainConfig {
+        let mut c = DomainConfig {
+            serve: true,
+            features: FEATURES,
+            harness: self.harness,
+        };
+        let Some(name) = self.read_opt(&format!("/local/domain/{domid}/name")) else {
+            return c;
+        };
+        let name = String::from_utf8_lossy(&name).into_owned();
+        if name.is_empty() || name.contains('/') {
+            return c;
         }
+        let dir = format!("/local/domain/{}/{CONFIG_DIR}/{name}", self.backend_domid);
+        let mut num = |key: &str| {
+            self.read_opt(&format!("{dir}/{key}"))
+                .and_then(|v| parse_number(key, &v).ok())
+        };
+        if let Some(v) = num("serve") {
+            c.serve = v != 0;
+        }
+        if let Some(v) = num("features") {
+            // The ring is this transport's only gate: it stays on whatever the setting says.
+            c.features = (Features::from_bits_truncate(v) & FEATURES) | Features::RING_GATE;
+        }
+        if let Some(v) = num("harness") {
+            c.harness = v != 0;
+        }
+        c
+    }
+
+    /// The configuration domain `domid` was offered with, once offered.
+    pub fn config_of(&self, domid: u32) -> Option<DomainConfig> {
+        self.configs.get(&domid).copied()
     }
 
     /// The HARNESS records domain `domid` reported so far (kept after the connection closed
@@ -719,7 +783,7 @@ impl<X: XenStoreOps> Backend<X> {
     }
 
     /// Writes both directories of `XEN-1`.
-    fn offer(&mut self, domid: u32) -> crate::Result<()> {
+    fn offer(&mut self, domid: u32, config: DomainConfig) -> crate::Result<()> {
         let b = self.backend_domid;
         let fdir = frontend_dir(domid);
         let bdir = backend_dir(b, domid);
@@ -751,7 +815,7 @@ impl<X: XenStoreOps> Backend<X> {
                 "abi-version",
                 pvabi::version::ABI_VERSION.to_u32().to_string(),
             ),
-            ("features", self.features().bits().to_string()),
+            ("features", config.offered().bits().to_string()),
             ("max-window-pages", MAX_WINDOW_PAGES.to_string()),
             ("max-ring-order", MAX_RING_ORDER.to_string()),
             ("state", state::INIT_WAIT.to_string()),
@@ -793,7 +857,11 @@ impl<X: XenStoreOps> Backend<X> {
             evtchn,
             Some(sink),
             store,
-            self.harness,
+            self.config_of(domid).unwrap_or(DomainConfig {
+                serve: true,
+                features: FEATURES,
+                harness: self.harness,
+            }),
         )
     }
 
@@ -826,6 +894,7 @@ impl<X: XenStoreOps> Backend<X> {
             .collect();
         for d in gone {
             self.keep_reports(d);
+            self.configs.remove(&d);
             self.domains.remove(&d);
             let _ = self
                 .xs
@@ -837,8 +906,15 @@ impl<X: XenStoreOps> Backend<X> {
                 continue;
             }
             if !self.domains.contains_key(&d) {
-                match self.offer(d) {
+                let config = self.domain_config(d);
+                if !config.serve {
+                    self.domains.insert(d, DomainState::NotServed);
+                    ev.push(BackendEvent::NotServed(d));
+                    continue;
+                }
+                match self.offer(d, config) {
                     Ok(()) => {
+                        self.configs.insert(d, config);
                         self.domains.insert(d, DomainState::Waiting);
                         ev.push(BackendEvent::Offered(d));
                     }

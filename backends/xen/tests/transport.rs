@@ -34,9 +34,15 @@ struct World {
 
 impl World {
     fn new(domains: &[u32]) -> World {
+        Self::with_setup(domains, |_| {})
+    }
+
+    /// A world whose store `setup` fills before the backend's first pass.
+    fn with_setup(domains: &[u32], setup: impl FnOnce(&mut MemXenStore)) -> World {
         let mut all = vec![0];
         all.extend_from_slice(domains);
         let xs = MemXenStore::new(&all);
+        setup(&mut xs.connect(0));
         let grants = MemGrants::new(4096).expect("memfd");
         let bus = MemEvtchn::default();
         let factory: EventChannelFactory = {
@@ -537,5 +543,62 @@ fn conformance_suite_over_the_transport() {
     assert_eq!(
         reports.last().map(|r| r.outcome),
         Some(pvabi::harness::Outcome::END)
+    );
+}
+
+#[test]
+fn per_domain_configuration_from_xenstore() {
+    // Domain 5 ("skipme") is not served; domain 6 ("small") gets only GRANT and no HARNESS;
+    // domain 7 ("plain") has no configuration and gets the defaults.
+    let cfg = "/local/domain/0/pvabi-config";
+    let w = World::with_setup(&[5, 6, 7], |xs| {
+        for (d, name) in [(5, "skipme"), (6, "small"), (7, "plain")] {
+            xs.write(
+                TxnId::NONE,
+                &format!("/local/domain/{d}/name"),
+                name.as_bytes(),
+            )
+            .expect("name");
+        }
+        xs.write(TxnId::NONE, &format!("{cfg}/skipme/serve"), b"0")
+            .expect("cfg");
+        let grant = pvabi::Features::GRANT.bits().to_string();
+        xs.write(
+            TxnId::NONE,
+            &format!("{cfg}/small/features"),
+            grant.as_bytes(),
+        )
+        .expect("cfg");
+        xs.write(TxnId::NONE, &format!("{cfg}/small/harness"), b"0")
+            .expect("cfg");
+    });
+    w.wait_event(|e| *e == BackendEvent::NotServed(5));
+    w.wait_event(|e| *e == BackendEvent::Offered(7));
+    let mut dom0 = w.xs.connect(0);
+    assert!(dom0
+        .read(TxnId::NONE, &format!("{}/state", backend_dir(0, 5)))
+        .is_err());
+    assert!(dom0
+        .read(TxnId::NONE, &format!("{}/backend", frontend_dir(5)))
+        .is_err());
+    // RING_GATE stays on: it is the transport's gate.
+    let small_features = pvabi::Features::GRANT | pvabi::Features::RING_GATE;
+    assert_eq!(
+        read(&mut dom0, &format!("{}/features", backend_dir(0, 6))),
+        small_features.bits().to_string()
+    );
+    assert_eq!(
+        read(&mut dom0, &format!("{}/features", backend_dir(0, 7))),
+        (FEATURES | pvabi::Features::HARNESS).bits().to_string()
+    );
+    let mut small = w.connect(6, FrontendOptions::default()).expect("connects");
+    assert_eq!(
+        call(&mut small, BASE_GET_FEATURES, [0; 6]),
+        (Status::SUCCESS, small_features.bits())
+    );
+    // Without the STORE_TXN feature a transaction is NOT_SUPPORTED (STORE-36).
+    assert_eq!(
+        call(&mut small, STORE_TXN_START, [0; 6]).0,
+        Status::NOT_SUPPORTED
     );
 }
