@@ -32,7 +32,7 @@
 use crate::gate::RegisterGate;
 use crate::shared::{RingCompletionShared, RingHeaderShared, RingRequestShared, RingShared};
 use crate::{Gate, Pvabi};
-use core::sync::atomic::{fence, AtomicBool, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use pvabi::call::{self, CallId};
 use pvabi::ring::RingHeader;
 use pvabi::{Regs, Ret, Status};
@@ -48,6 +48,7 @@ pub struct RingGate {
     requests: &'static [RingRequestShared],
     completions: &'static [RingCompletionShared],
     busy: &'static AtomicBool,
+    consumed: &'static AtomicU32,
     doorbell: u16,
     spin_limit: u64,
 }
@@ -145,7 +146,7 @@ impl RingGate {
         let mask = self.slots().wrapping_sub(1);
         let h = self.header;
         let prod = h.req_prod.load(Ordering::Relaxed);
-        let cons = h.cmp_cons.load(Ordering::Relaxed);
+        let cons = self.consumed.load(Ordering::Relaxed);
         // Every earlier call was completed and consumed before its caller returned, so the
         // two guest-owned counters agree unless an earlier wait gave up.
         if prod != cons {
@@ -164,6 +165,10 @@ impl RingGate {
                 a.store(v, Ordering::Relaxed);
             }
         }
+        // The completions of the previous chunk are consumed: tell the host with these
+        // requests (RING-2; RING-9 only needs `cmp_cons` current when the host completes
+        // the requests published after it).
+        h.cmp_cons.store(cons, Ordering::Relaxed);
         h.req_prod.store(prod.wrapping_add(k), Ordering::Release);
         // Order the producer store before the `host_polling` load (a store-load pair).
         fence(Ordering::SeqCst);
@@ -212,7 +217,7 @@ impl RingGate {
                 done += 1;
             }
         }
-        h.cmp_cons.store(cons.wrapping_add(k), Ordering::Release);
+        self.consumed.store(cons.wrapping_add(k), Ordering::Relaxed);
         Ok(())
     }
 }
@@ -251,6 +256,7 @@ impl Pvabi {
         ] {
             c.store(0, Ordering::Relaxed);
         }
+        ring.consumed.store(0, Ordering::Relaxed);
         fence(Ordering::Release);
         let port = base
             .call(&Regs::new(
@@ -275,6 +281,7 @@ impl Pvabi {
             requests: &ring.requests,
             completions: &ring.completions,
             busy: &ring.busy,
+            consumed: &ring.consumed,
             doorbell,
             spin_limit: DEFAULT_SPIN_LIMIT,
         };

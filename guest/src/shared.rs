@@ -412,6 +412,9 @@ pub struct RingShared<const SLOTS: usize> {
     pub completions: [RingCompletionShared; SLOTS],
     /// Guest-private: set while one caller owns the ring (single producer). Not registered.
     pub(crate) busy: core::sync::atomic::AtomicBool,
+    /// Guest-private: completions consumed, of which the header's `cmp_cons` is told with the
+    /// next requests (the header's cache line then changes hands once per call, not twice).
+    pub(crate) consumed: core::sync::atomic::AtomicU32,
 }
 
 impl<const SLOTS: usize> RingShared<SLOTS> {
@@ -434,6 +437,7 @@ impl<const SLOTS: usize> RingShared<SLOTS> {
             requests: [const { RingRequestShared::new() }; SLOTS],
             completions: [const { RingCompletionShared::new() }; SLOTS],
             busy: core::sync::atomic::AtomicBool::new(false),
+            consumed: core::sync::atomic::AtomicU32::new(0),
         }
     }
 }
