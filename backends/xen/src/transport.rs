@@ -27,40 +27,28 @@ use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 use crate::ops::{TxnId, XenStoreOps};
 use crate::perms::{Access, Perm};
 use crate::sys::{EvtchnDev, GntDev, PAGE_SIZE};
+use pvabi_guest::xen::handshake;
 
 /// The device type in the handshake's paths.
-pub const DEVICE_TYPE: &str = "pvabi";
+pub const DEVICE_TYPE: &str = handshake::DEVICE_TYPE;
 /// The largest window a backend accepts, in pages (4 MiB).
-pub const MAX_WINDOW_PAGES: u32 = 1024;
+pub const MAX_WINDOW_PAGES: u32 = handshake::MAX_WINDOW_PAGES as u32;
 /// The largest ring order a backend accepts (`RING-1`).
 pub const MAX_RING_ORDER: u32 = RingHeader::MAX_ORDER;
 /// The first guest frame the window may not reach (`XEN-3`: the window ends below `2^52`).
 pub const WINDOW_FRAME_LIMIT: u64 = 1 << 40;
 
-/// `XenbusState` values (Xen's `io/xenbus.h`).
-pub mod state {
-    /// Initialising.
-    pub const INITIALISING: u32 = 1;
-    /// InitWait: the backend's keys are there.
-    pub const INIT_WAIT: u32 = 2;
-    /// Initialised: the guest's keys are there.
-    pub const INITIALISED: u32 = 3;
-    /// Connected.
-    pub const CONNECTED: u32 = 4;
-    /// Closing.
-    pub const CLOSING: u32 = 5;
-    /// Closed.
-    pub const CLOSED: u32 = 6;
-}
+/// `XenbusState` values (Xen's `io/xenbus.h`), shared with the guest side in `pvabi-guest`.
+pub use pvabi_guest::xen::abi::xenbus_state as state;
 
 /// The guest keys of the handshake (spec appendix B's table), in the order a guest writes them.
 pub const GUEST_KEYS: &[&str] = &[
-    "window-gfn",
-    "window-pages",
-    "window-index-ref",
-    "ring-gpa",
-    "ring-order",
-    "event-channel",
+    handshake::key::WINDOW_GFN,
+    handshake::key::WINDOW_PAGES,
+    handshake::key::WINDOW_INDEX_REF,
+    handshake::key::RING_GPA,
+    handshake::key::RING_ORDER,
+    handshake::key::EVENT_CHANNEL,
 ];
 
 /// The backend keys of the handshake (spec appendix B's table).
@@ -976,5 +964,100 @@ impl<X: XenStoreOps> Backend<X> {
             }
         }
         Ok(())
+    }
+}
+
+/// A [`Backend`] reconciled on a thread of its own, with the events it reported so far: what a
+/// dom0 daemon (or a test) runs.
+pub struct BackendThread<X: XenStoreOps + Send + 'static> {
+    backend: Arc<Mutex<Backend<X>>>,
+    events: Arc<Mutex<Vec<BackendEvent>>>,
+    stop: Arc<AtomicBool>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl<X: XenStoreOps + Send + 'static> BackendThread<X> {
+    /// Starts reconciling `backend` every `period` (and logging each event with `log`).
+    ///
+    /// # Errors
+    ///
+    /// When the thread cannot be created.
+    pub fn start(
+        backend: Backend<X>,
+        period: Duration,
+        log: impl Fn(&BackendEvent) + Send + 'static,
+    ) -> io::Result<BackendThread<X>> {
+        let backend = Arc::new(Mutex::new(backend));
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let join = {
+            let (backend, events, stop) = (backend.clone(), events.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("pvabi-xen-backend".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        let ev = match backend.lock() {
+                            Ok(mut b) => b.reconcile(),
+                            Err(_) => break,
+                        };
+                        for e in &ev {
+                            log(e);
+                        }
+                        if let Ok(mut l) = events.lock() {
+                            l.extend(ev);
+                        }
+                        std::thread::sleep(period);
+                    }
+                })?
+        };
+        Ok(BackendThread {
+            backend,
+            events,
+            stop,
+            join: Some(join),
+        })
+    }
+
+    /// Runs `f` on the backend (between two passes).
+    pub fn with<T>(&self, f: impl FnOnce(&mut Backend<X>) -> T) -> T {
+        let mut b = self.backend.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut b)
+    }
+
+    /// Every event reported so far, in order.
+    pub fn events(&self) -> Vec<BackendEvent> {
+        self.events.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` for an event `want` accepts; returns it.
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        want: impl Fn(&BackendEvent) -> bool,
+    ) -> Option<BackendEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| want(e)) {
+                return Some(e);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the thread (after its current pass) and waits for it.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(j) = self.join.take() {
+            let _ = j.join();
+        }
+    }
+}
+
+impl<X: XenStoreOps + Send + 'static> Drop for BackendThread<X> {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

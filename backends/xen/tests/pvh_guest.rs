@@ -23,11 +23,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{build_payload, run_in_dom0, setup, tail, workspace_root};
+use common::{
+    assert_all_passed, build_payload, checks_words, run_in_dom0, setup, tail, workspace_root,
+};
 
 /// Steps the PVH kernel must report as passed.
 const GUEST_REQUIRED: &[&str] = &[
@@ -144,43 +145,6 @@ fn bundle(program: &Path, kernel: &Path) -> PathBuf {
     out
 }
 
-/// Parses `<prefix><name> ok|fail <detail>` lines; a name seen twice is an error.
-fn checks(stdout: &str, prefix: &str) -> BTreeMap<String, (bool, String)> {
-    let mut m = BTreeMap::new();
-    for line in stdout.lines() {
-        let Some(rest) = line.strip_prefix(prefix) else {
-            continue;
-        };
-        let mut parts = rest.splitn(3, ' ');
-        let name = parts.next().unwrap_or_default().to_string();
-        let verdict = parts.next().unwrap_or_default();
-        let detail = parts.next().unwrap_or_default().to_string();
-        assert!(
-            verdict == "ok" || verdict == "fail",
-            "malformed check line: {line}"
-        );
-        let old = m.insert(name.clone(), (verdict == "ok", detail));
-        assert!(old.is_none(), "check {name} reported twice");
-    }
-    m
-}
-
-fn assert_all_passed(kind: &str, found: &BTreeMap<String, (bool, String)>, required: &[&str]) {
-    let failed: Vec<_> = found
-        .iter()
-        .filter(|(_, (pass, _))| !pass)
-        .map(|(n, (_, d))| format!("{n}: {d}"))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{kind} checks failed under real Xen:\n{}",
-        failed.join("\n")
-    );
-    for name in required {
-        assert!(found.contains_key(*name), "{kind} check {name} did not run");
-    }
-}
-
 /// The PVH kernel under real Xen: refused by `pvh-check` after the first part of the
 /// handshake, served by the pvabi-xen backend, and refused by that backend for a ring order
 /// above its limit.
@@ -205,8 +169,8 @@ fn pvh_guest_under_real_xen() {
         // The kernel's lines come back from its console log, relayed as
         // `PVH-LOG <scenario> <line>`.
         let log = |line: &str| format!("PVH-LOG {scenario} {line}");
-        let guest = checks(&stdout, &log("PVH-CHECK "));
-        let dom0 = checks(&stdout, &format!("DOM0-CHECK {scenario}."));
+        let guest = checks_words(&stdout, &log("PVH-CHECK "), "ok", "fail");
+        let dom0 = checks_words(&stdout, &format!("DOM0-CHECK {scenario}."), "ok", "fail");
         let mut guest_required = GUEST_REQUIRED.to_vec();
         let mut dom0_required = DOM0_REQUIRED.to_vec();
         dom0_required.extend(*dom0_extra);

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{build_payload, checks, run_in_dom0, setup};
+use common::{assert_payload_run, build_payload, run_in_dom0, setup};
 
 /// Checks the run must report as passed.
 const REQUIRED: &[&str] = &[
@@ -37,31 +37,5 @@ fn xen_transport_between_dom0_backend_and_domu_guest() {
     }
     let bin = build_payload("xen-transport-check");
     let out = run_in_dom0(&bin, &[], &["--role", "dom0"]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    eprintln!("{stdout}{stderr}");
-    let code = out.status.code();
-    assert_ne!(code, Some(125), "dom0 did not run the checks:\n{stderr}");
-    assert_ne!(code, Some(124), "the Xen VM timed out:\n{stderr}");
-    let found = checks(&stdout, "XTCHECK");
-    let failed: Vec<_> = found
-        .iter()
-        .filter(|(_, (pass, _))| !pass)
-        .map(|(n, (_, d))| format!("{n}: {d}"))
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "transport checks failed on real Xen:\n{}",
-        failed.join("\n")
-    );
-    for name in REQUIRED {
-        assert!(found.contains_key(*name), "check {name} did not run");
-    }
-    assert!(
-        stdout
-            .lines()
-            .any(|l| l == format!("XTSUMMARY passed={} failed=0", found.len())),
-        "summary line missing or inconsistent"
-    );
-    assert_eq!(code, Some(0), "xen-transport-check exit status");
+    assert_payload_run(&out, "XTCHECK", "XTSUMMARY", REQUIRED);
 }

@@ -47,16 +47,9 @@ use pvabi_xen::{Access, Perm, TxnId, XenStore, XenStoreOps, DEFAULT_SOCKET};
 const MAGIC: &[u8; 8] = b"PVHIMAGE";
 /// What the kernel writes with CONSOLE.WRITE through the ring (see its `ring_checks`).
 const RING_GREETING: &str = "pvabi console write through the Xen ring";
-const MAX_WINDOW_PAGES: u64 = 1024;
-const MAX_RING_ORDER: u64 = 8;
-const GUEST_KEYS: [&str; 6] = [
-    "window-gfn",
-    "window-pages",
-    "window-index-ref",
-    "ring-gpa",
-    "ring-order",
-    "event-channel",
-];
+const MAX_WINDOW_PAGES: u64 = pvabi_xen::transport::MAX_WINDOW_PAGES as u64;
+const MAX_RING_ORDER: u64 = pvabi_xen::transport::MAX_RING_ORDER as u64;
+const GUEST_KEYS: &[&str] = pvabi_xen::transport::GUEST_KEYS;
 
 struct Checks {
     scenario: &'static str,

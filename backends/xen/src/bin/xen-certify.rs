@@ -19,14 +19,14 @@
 
 use std::fmt::Write as _;
 use std::process::{Command, ExitCode};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pvabi_xen::frontend::{Frontend, FrontendOptions, UnboundChannel};
 use pvabi_xen::sys::{EvtchnDev, GntAlloc, GntDev, PAGE_SIZE};
 use pvabi_xen::transport::{
-    xenstored_store_factory, Backend, BackendEvent, DomainFilter, EventChannel, EventChannelFactory,
+    xenstored_store_factory, Backend, BackendEvent, BackendThread, DomainFilter, EventChannel,
+    EventChannelFactory,
 };
 use pvabi_xen::{XenStore, DEFAULT_SOCKET, XENBUS_DEVICE};
 
@@ -107,27 +107,18 @@ fn dom0(program: &str, filter: Option<&str>) -> ExitCode {
     };
     let factory: EventChannelFactory =
         Arc::new(|| Ok(Arc::new(EvtchnDev::open()?) as Arc<dyn EventChannel>));
-    let backend = Arc::new(Mutex::new(
-        Backend::new(xs, 0, DomainFilter::All, Arc::new(gnt), factory)
-            .with_store(xenstored_store_factory(DEFAULT_SOCKET))
-            .with_harness(true),
-    ));
-    let log = Arc::new(Mutex::new(Vec::<BackendEvent>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let serve = {
-        let (backend, log, stop) = (backend.clone(), log.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Acquire) {
-                let ev = match backend.lock() {
-                    Ok(mut b) => b.reconcile(),
-                    Err(_) => break,
-                };
-                if let Ok(mut l) = log.lock() {
-                    l.extend(ev);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
+    let backend = Backend::new(xs, 0, DomainFilter::All, Arc::new(gnt), factory)
+        .with_store(xenstored_store_factory(DEFAULT_SOCKET))
+        .with_harness(true);
+    let mut serve = match BackendThread::start(backend, Duration::from_millis(50), |_| {}) {
+        Ok(t) => t,
+        Err(e) => {
+            println!(
+                "XENCERT backend_error {}",
+                hex(&format!("backend thread: {e}"))
+            );
+            return ExitCode::FAILURE;
+        }
     };
     let mut args = vec![
         "--memory".to_string(),
@@ -164,25 +155,16 @@ fn dom0(program: &str, filter: Option<&str>) -> ExitCode {
         Err(e) => println!("XENCERT domu_exit -1 {}", hex(&e.to_string())),
     }
     // Wait for the backend to see the domain close or go, then collect its records.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let domid = loop {
-        let d = log
-            .lock()
-            .map(|l| {
-                l.iter().find_map(|e| match e {
-                    BackendEvent::Gone(d) | BackendEvent::Closed(d) => Some(*d),
-                    _ => None,
-                })
-            })
-            .unwrap_or(None);
-        if d.is_some() || Instant::now() > deadline {
-            break d;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    stop.store(true, Ordering::Release);
-    let _ = serve.join();
-    for e in log.lock().map(|l| l.clone()).unwrap_or_default() {
+    let domid = serve
+        .wait_for(Duration::from_secs(10), |e| {
+            matches!(e, BackendEvent::Gone(_) | BackendEvent::Closed(_))
+        })
+        .and_then(|e| match e {
+            BackendEvent::Gone(d) | BackendEvent::Closed(d) => Some(d),
+            _ => None,
+        });
+    serve.stop();
+    for e in serve.events() {
         println!("XENCERT backend_event {}", hex(&format!("{e:?}")));
     }
     let Some(domid) = domid else {
@@ -192,10 +174,7 @@ fn dom0(program: &str, filter: Option<&str>) -> ExitCode {
         );
         return ExitCode::FAILURE;
     };
-    let reports = match backend.lock() {
-        Ok(mut b) => b.take_reports(domid),
-        Err(_) => Vec::new(),
-    };
+    let reports = serve.with(|b| b.take_reports(domid));
     println!("XENCERT records {}", reports.len());
     for r in &reports {
         println!(

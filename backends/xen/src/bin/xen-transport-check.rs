@@ -20,8 +20,7 @@
 //! Exit status 0 when every check passed, 1 otherwise, 2 for a usage error.
 
 use std::process::{Command, ExitCode};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pvabi::call::{
@@ -32,8 +31,8 @@ use pvabi::Status;
 use pvabi_xen::frontend::{Frontend, FrontendOptions, UnboundChannel};
 use pvabi_xen::sys::{EvtchnDev, GntAlloc, GntDev};
 use pvabi_xen::transport::{
-    backend_dir, store_root, xenstored_store_factory, Backend, BackendEvent, DomainFilter,
-    EventChannel, EventChannelFactory,
+    backend_dir, store_root, xenstored_store_factory, Backend, BackendEvent, BackendThread,
+    DomainFilter, EventChannel, EventChannelFactory,
 };
 use pvabi_xen::{TxnId, XenStore, XenStoreOps, DEFAULT_SOCKET, XENBUS_DEVICE};
 
@@ -308,29 +307,12 @@ fn dom0(r: &mut Runner, program: &str) {
     };
     let factory: EventChannelFactory =
         Arc::new(|| Ok(Arc::new(EvtchnDev::open()?) as Arc<dyn EventChannel>));
-    let backend = Arc::new(Mutex::new(
-        Backend::new(xs, 0, DomainFilter::All, Arc::new(gnt), factory)
-            .with_store(xenstored_store_factory(DEFAULT_SOCKET)),
-    ));
-    let log = Arc::new(Mutex::new(Vec::<BackendEvent>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let serve = {
-        let (backend, log, stop) = (backend.clone(), log.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Acquire) {
-                let ev = match backend.lock() {
-                    Ok(mut b) => b.reconcile(),
-                    Err(_) => break,
-                };
-                if let Ok(mut l) = log.lock() {
-                    for e in ev {
-                        eprintln!("backend: {e:?}");
-                        l.push(e);
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
+    let backend = Backend::new(xs, 0, DomainFilter::All, Arc::new(gnt), factory)
+        .with_store(xenstored_store_factory(DEFAULT_SOCKET));
+    let log = |e: &BackendEvent| eprintln!("backend: {e:?}");
+    let mut serve = match BackendThread::start(backend, Duration::from_millis(50), log) {
+        Ok(t) => t,
+        Err(e) => return r.check("open", || Err(format!("backend thread: {e}"))),
     };
     let t = Instant::now();
     let out = Command::new("pvabi-domu-run")
@@ -378,25 +360,16 @@ fn dom0(r: &mut Runner, program: &str) {
         Err(e) => r.check("domu_completed", || Err(format!("pvabi-domu-run: {e}"))),
     }
     // Let the backend see the domain go.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let gone = loop {
-        let g = log
-            .lock()
-            .map(|l| {
-                l.iter().find_map(|e| match e {
-                    BackendEvent::Gone(d) => Some(*d),
-                    _ => None,
-                })
-            })
-            .unwrap_or(None);
-        if g.is_some() || Instant::now() > deadline {
-            break g;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    stop.store(true, Ordering::Release);
-    let _ = serve.join();
-    let events = log.lock().map(|l| l.clone()).unwrap_or_default();
+    let gone = serve
+        .wait_for(Duration::from_secs(10), |e| {
+            matches!(e, BackendEvent::Gone(_))
+        })
+        .and_then(|e| match e {
+            BackendEvent::Gone(d) => Some(d),
+            _ => None,
+        });
+    serve.stop();
+    let events = serve.events();
     let connected = events.iter().find_map(|e| match e {
         BackendEvent::Connected(d) => Some(*d),
         _ => None,
@@ -426,8 +399,7 @@ fn dom0(r: &mut Runner, program: &str) {
     });
     r.check("backend_console", || {
         let d = connected.ok_or("no domain connected")?;
-        let b = backend.lock().map_err(|_| "backend lock")?;
-        let c = String::from_utf8_lossy(&b.console(d)).into_owned();
+        let c = String::from_utf8_lossy(&serve.with(|b| b.console(d))).into_owned();
         if c.contains(GREETING) {
             Ok(format!(
                 "{} console bytes from domain {d} via CONSOLE.WRITE",
@@ -439,14 +411,17 @@ fn dom0(r: &mut Runner, program: &str) {
     });
     r.check("backend_forgets_gone_domain", || {
         let d = gone.ok_or("the backend did not see the domain go within 10 s")?;
-        let mut b = backend.lock().map_err(|_| "backend lock")?;
-        if b.domain(d).is_some() {
+        let (tracked, state) = serve.with(|b| {
+            (
+                b.domain(d).is_some(),
+                b.xenstore()
+                    .read(TxnId::NONE, &format!("{}/state", backend_dir(0, d))),
+            )
+        });
+        if tracked {
             return Err(format!("domain {d} still tracked"));
         }
-        match b
-            .xenstore()
-            .read(TxnId::NONE, &format!("{}/state", backend_dir(0, d)))
-        {
+        match state {
             Ok(v) => Err(format!(
                 "backend state node still there: {:?}",
                 String::from_utf8_lossy(&v)

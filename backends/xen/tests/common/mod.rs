@@ -88,9 +88,19 @@ pub fn run_in_dom0(bin: &Path, xenstored_args: &[&str], args: &[&str]) -> Output
 
 /// Parses `<prefix> <name> PASS|FAIL <detail>` lines; a name seen twice is an error.
 pub fn checks(stdout: &str, prefix: &str) -> BTreeMap<String, (bool, String)> {
+    checks_words(stdout, &format!("{prefix} "), "PASS", "FAIL")
+}
+
+/// Parses `<prefix><name> <pass>|<fail> <detail>` lines; a name seen twice is an error.
+pub fn checks_words(
+    stdout: &str,
+    prefix: &str,
+    pass: &str,
+    fail: &str,
+) -> BTreeMap<String, (bool, String)> {
     let mut m = BTreeMap::new();
     for line in stdout.lines() {
-        let Some(rest) = line.strip_prefix(prefix).and_then(|r| r.strip_prefix(' ')) else {
+        let Some(rest) = line.strip_prefix(prefix) else {
             continue;
         };
         let mut parts = rest.splitn(3, ' ');
@@ -98,11 +108,48 @@ pub fn checks(stdout: &str, prefix: &str) -> BTreeMap<String, (bool, String)> {
         let verdict = parts.next().unwrap_or_default();
         let detail = parts.next().unwrap_or_default().to_string();
         assert!(
-            verdict == "PASS" || verdict == "FAIL",
+            verdict == pass || verdict == fail,
             "malformed check line: {line}"
         );
-        let old = m.insert(name.clone(), (verdict == "PASS", detail));
+        let old = m.insert(name.clone(), (verdict == pass, detail));
         assert!(old.is_none(), "check {name} reported twice");
     }
     m
+}
+
+/// Asserts that every check in `found` passed and that each of `required` ran.
+pub fn assert_all_passed(kind: &str, found: &BTreeMap<String, (bool, String)>, required: &[&str]) {
+    let failed: Vec<_> = found
+        .iter()
+        .filter(|(_, (pass, _))| !pass)
+        .map(|(n, (_, d))| format!("{n}: {d}"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{kind} checks failed under real Xen:\n{}",
+        failed.join("\n")
+    );
+    for name in required {
+        assert!(found.contains_key(*name), "{kind} check {name} did not run");
+    }
+}
+
+/// Asserts a payload run of `run_in_dom0`: dom0 ran it in time, every `<prefix>` check passed,
+/// each of `required` ran, the `<summary> passed=N failed=0` line counts them, and it exited 0.
+pub fn assert_payload_run(out: &Output, prefix: &str, summary: &str, required: &[&str]) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}{stderr}");
+    let code = out.status.code();
+    assert_ne!(code, Some(125), "dom0 did not run the checks:\n{stderr}");
+    assert_ne!(code, Some(124), "the Xen VM timed out:\n{stderr}");
+    let found = checks(&stdout, prefix);
+    assert_all_passed(prefix, &found, required);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l == format!("{summary} passed={} failed=0", found.len())),
+        "summary line missing or inconsistent"
+    );
+    assert_eq!(code, Some(0), "the payload's exit status");
 }
