@@ -21,6 +21,9 @@
 //! The calls a host must not run from a ring (`RING-6`) — POWER.SHUTDOWN, VCPU.STOP,
 //! VCPU.UPCALL_RETURN, VCPU.BLOCK, MULTICALL.EXECUTE, BASE.RING_REGISTER and
 //! BASE.RING_UNREGISTER — go through the register gate below the ring.
+//! On the Xen transport (spec appendix B, [`crate::xen::connect`]) the ring is the only gate:
+//! the register gate below it is [`RegisterGate::none`], so those calls fail with
+//! INVALID_PARAM, and the doorbell is an event channel.
 //!
 //! ## Waiting
 //! The shim spins (with `spin_loop` hints) until the host completes the requests, at most
@@ -31,6 +34,7 @@
 
 use crate::gate::RegisterGate;
 use crate::shared::{RingCompletionShared, RingHeaderShared, RingRequestShared, RingShared};
+use crate::xen::hypercall::{Doorbell, EventChannel};
 use crate::{Gate, Pvabi};
 use core::sync::atomic::{fence, AtomicBool, AtomicU32, Ordering};
 use pvabi::call::{self, CallId};
@@ -51,6 +55,9 @@ pub struct RingGate {
     consumed: &'static AtomicU32,
     doorbell: u16,
     spin_limit: u64,
+    /// Set on the Xen transport: the doorbell is this event channel (`XEN-6`) instead of an
+    /// `out` to `doorbell`, and waits yield the vCPU.
+    xen: Option<EventChannel>,
 }
 
 /// Whether a call goes through the register gate even when a ring is registered.
@@ -73,9 +80,39 @@ impl RingGate {
         self.base
     }
 
-    /// The doorbell port the host returned.
+    /// The doorbell port the host returned (0 on the Xen transport, whose doorbell is
+    /// [`RingGate::event_channel`]).
     pub fn doorbell_port(&self) -> u16 {
         self.doorbell
+    }
+
+    /// The event channel that is the doorbell on the Xen transport (spec appendix B,
+    /// `XEN-6`), or `None` for a ring registered with BASE.RING_REGISTER.
+    pub fn event_channel(&self) -> Option<EventChannel> {
+        self.xen
+    }
+
+    /// A gate on `ring`, which the Xen handshake registered (`XEN-5`), notifying `channel`.
+    /// Its register gate is [`RegisterGate::none`], so the calls `RING-6` keeps off the ring
+    /// fail with INVALID_PARAM. The ring's guest-private counters are reset; the header must
+    /// have been written as `RING-2` says before the handshake published it.
+    pub(crate) fn xen<const SLOTS: usize>(
+        ring: &'static RingShared<SLOTS>,
+        channel: EventChannel,
+        spin_limit: u64,
+    ) -> Self {
+        ring.consumed.store(0, Ordering::Relaxed);
+        Self {
+            base: RegisterGate::none(),
+            header: &ring.header,
+            requests: &ring.requests,
+            completions: &ring.completions,
+            busy: &ring.busy,
+            consumed: &ring.consumed,
+            doorbell: 0,
+            spin_limit,
+            xen: Some(channel),
+        }
     }
 
     /// Number of slots.
@@ -173,12 +210,18 @@ impl RingGate {
         // Order the producer store before the `host_polling` load (a store-load pair).
         fence(Ordering::SeqCst);
         if h.host_polling.load(Ordering::Acquire) == 0 {
-            if !self.base.can_ring_doorbell() {
-                // Requests are posted but the host cannot be told: the ring stays
-                // inconsistent until the host picks them up or the ring is unregistered.
-                return Err(Status::NOT_SUPPORTED);
+            if let Some(ch) = self.xen {
+                // XEN-6. A failed notification leaves the requests posted, as a wait that
+                // gives up does: later calls get FAILED.
+                ch.notify().map_err(|_| Status::FAILED)?;
+            } else {
+                if !self.base.can_ring_doorbell() {
+                    // Requests are posted but the host cannot be told: the ring stays
+                    // inconsistent until the host picks them up or the ring is unregistered.
+                    return Err(Status::NOT_SUPPORTED);
+                }
+                self.base.doorbell(self.doorbell);
             }
-            self.base.doorbell(self.doorbell);
         }
         let mut done = 0u32;
         let mut spins = 0u64;
@@ -192,7 +235,11 @@ impl RingGate {
                 if spins >= self.spin_limit {
                     return Err(Status::TIMED_OUT);
                 }
-                core::hint::spin_loop();
+                match self.xen {
+                    // The backend runs in another domain, maybe on this physical CPU.
+                    Some(ch) => ch.idle(),
+                    None => core::hint::spin_loop(),
+                }
                 continue;
             }
             while done < avail {
@@ -284,6 +331,7 @@ impl Pvabi {
             consumed: &ring.consumed,
             doorbell,
             spin_limit: DEFAULT_SPIN_LIMIT,
+            xen: None,
         };
         Ok(self.with_gate(Gate::Ring(gate)))
     }

@@ -7,9 +7,13 @@
 //! - `refused`: `pvh-check` plays the backend's first part of the handshake, validates the
 //!   guest's keys (`XEN-3`) and grants (mapped through /dev/xen/gntdev: the index page and the
 //!   ring header), then refuses (`XEN-4`); the kernel must report exactly that refusal;
-//! - `backend`: the pvabi-xen backend serves the kernel: it connects, the kernel's ring calls
-//!   (BASE.GET_ABI_VERSION, CONSOLE.WRITE inside the window, CONSOLE.WRITE outside it) go through
-//!   the ring with the event-channel doorbell, and the kernel's console text reaches the backend;
+//! - `backend`: the pvabi-xen backend serves the kernel, which connects with
+//!   `Pvabi::connect_xen` (the handshake, then discovery by BASE calls over the ring) and makes
+//!   its calls through the typed `Pvabi` API over the ring with the event-channel doorbell:
+//!   BASE.GET_ABI_VERSION, a batch, CONSOLE.WRITE inside the window (its text must reach the
+//!   backend), STORE.WRITE and READ (dom0 must find the value in the kernel's xenstore subtree,
+//!   `XEN-10`), CONSOLE.WRITE outside the window (INVALID_ADDRESS, `XEN-7`) and the calls the
+//!   ring refuses (VCPU.BLOCK, POWER.SHUTDOWN: INVALID_PARAM at once, `RING-6`);
 //! - `invalid`: the kernel publishes a ring order above the backend's limit (command line
 //!   `bad-ring-order`); the pvabi-xen backend must refuse without connecting (`XEN-3`, `XEN-4`)
 //!   and the kernel must report the backend's reason.
@@ -52,10 +56,13 @@ const GUEST_REQUIRED: &[&str] = &[
 
 /// Further steps the kernel must report as passed when the pvabi-xen backend serves it.
 const GUEST_RING_REQUIRED: &[&str] = &[
+    "pvabi_discover",
     "ring_get_abi_version",
     "ring_batch",
     "ring_console_write",
+    "pvabi_store_write_read",
     "ring_outside_window_refused",
+    "pvabi_refused_calls",
     "handshake_closed",
 ];
 
@@ -82,6 +89,7 @@ const DOM0_SCENARIO_REQUIRED: &[(&str, &[&str])] = &[
             "backend_connected",
             "backend_closed",
             "console_through_ring",
+            "store_through_ring",
         ],
     ),
     ("invalid", &["guest_keys_rejected", "backend_refused"]),

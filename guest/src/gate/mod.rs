@@ -137,6 +137,9 @@ enum Kind {
     Vmcall,
     Vmmcall,
     InProcess(InProcessGate),
+    /// No register gate (the Xen transport, where the ring is the only gate): every call
+    /// fails with INVALID_PARAM, the status `RING-6` gives the calls a ring refuses.
+    None,
 }
 
 impl RegisterGate {
@@ -183,6 +186,14 @@ impl RegisterGate {
         Self(Kind::InProcess(gate))
     }
 
+    /// No register gate: what [`crate::Gate::register_gate`] returns on a transport whose only
+    /// gate is a ring (the Xen transport, spec appendix B). Every call through it fails with
+    /// INVALID_PARAM without leaving the guest; [`RegisterGate::kind`] says
+    /// [`GateKind::NONE`].
+    pub const fn none() -> Self {
+        Self(Kind::None)
+    }
+
     /// Builds the gate discovery names. The kind and parameter come from the host's own
     /// handoff (boot info or the CPUID signature leaves), the only authority on the gate, which
     /// is what the hardware variants' invariant requires; `mmio_addr` is where the caller's
@@ -214,6 +225,7 @@ impl RegisterGate {
             Kind::Vmcall => GateKind::VMCALL,
             Kind::Vmmcall => GateKind::VMMCALL,
             Kind::InProcess(_) => GateKind::INPROCESS,
+            Kind::None => GateKind::NONE,
         }
     }
 
@@ -235,9 +247,10 @@ impl RegisterGate {
     }
 
     /// Whether `out` instructions reach the host (so a ring doorbell can be rung). False for
-    /// the in-process gate, whose guest code runs as an ordinary host thread.
+    /// the in-process gate, whose guest code runs as an ordinary host thread, and for
+    /// [`RegisterGate::none`].
     pub fn can_ring_doorbell(&self) -> bool {
-        !matches!(self.0, Kind::InProcess(_))
+        !matches!(self.0, Kind::InProcess(_) | Kind::None)
     }
 
     /// Makes one call (crate-internal, safe signature).
@@ -289,6 +302,7 @@ impl RegisterGate {
     ) -> (u64, u64) {
         match self.0 {
             Kind::InProcess(g) => g.call_raw(rax, [a0, a1, a2, a3, a4, a5]),
+            Kind::None => (Status::INVALID_PARAM.to_reg(), 0),
             // SAFETY: as in `call_raw`.
             Kind::IoPort(port) => unsafe { port_call(port, rax, a0, a1, a2, a3, a4, a5) },
             Kind::Mmio(addr) => {

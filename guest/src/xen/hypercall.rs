@@ -100,6 +100,13 @@ impl Hypercalls {
         rax
     }
 
+    /// A value for tests that never make a hypercall (a hypercall through it would jump to
+    /// address 0).
+    #[cfg(test)]
+    pub(crate) const fn unusable() -> Self {
+        Self { page: 0 }
+    }
+
     /// `HYPERVISOR_memory_op(XENMEM_add_to_physmap)` with `XENMAPSPACE_grant_table`: maps
     /// grant-table frame `idx` (version 1 table) at guest frame `gpfn`. The RAM page that was
     /// at `gpfn` is replaced.

@@ -1,7 +1,8 @@
 //! The guest side of the Xen transport (spec appendix B): Xen detection, the hypercall page,
 //! typed hypercalls, grant table v1, event channels, a xenstore ring client, the PV console,
 //! the frontend side of the xenbus handshake and a ring client whose doorbell is an event
-//! channel.
+//! channel, and [`crate::Pvabi::connect_xen`], which makes a [`crate::Pvabi`] handle over that
+//! ring.
 //!
 //! Everything here follows the semantics of Xen's public headers (`xen.h`, `grant_table.h`,
 //! `event_channel.h`, `hvm/params.h`, `hvm/hvm_op.h`, `io/xs_wire.h`, `io/xenbus.h`,
@@ -14,6 +15,7 @@
 //! guest running in ring 0.
 
 pub mod abi;
+pub mod connect;
 pub mod console;
 pub mod grant;
 pub mod handshake;
@@ -21,6 +23,7 @@ pub mod hypercall;
 pub mod ring;
 pub mod xenstore;
 
+pub use connect::{XenConnectError, XenConnectOptions, XenConnection, XenWindow};
 pub use hypercall::Hypercalls;
 
 /// What the CPUID leaves say about the Xen hypervisor underneath.

@@ -9,7 +9,8 @@
 //! - `backend`: the pvabi-xen backend ([`pvabi_xen::transport::Backend`] over xenstored,
 //!   /dev/xen/gntdev and /dev/xen/evtchn) serves the domain: it offers, connects, serves the
 //!   guest's ring calls and closes; this program checks the same keys and grants, the backend's
-//!   events and that the guest's CONSOLE.WRITE through the ring reached the backend;
+//!   events, that the guest's CONSOLE.WRITE through the ring reached the backend and that its
+//!   STORE.WRITE reached its xenstore subtree `/local/domain/D/pvabi` (`XEN-10`);
 //! - `invalid`: the kernel, told so on its command line (`bad-ring-order`), publishes a ring
 //!   order above the backend's `max-ring-order`; the pvabi-xen backend must refuse (`XEN-3`,
 //!   `XEN-4`) without connecting, and the kernel reports the backend's `error`.
@@ -40,13 +41,18 @@ use std::time::{Duration, Instant};
 use pvabi::ring::RingHeader;
 use pvabi_xen::sys::{EvtchnDev, GntDev};
 use pvabi_xen::transport::{
-    Backend, BackendEvent, DomainFilter, EventChannel, EventChannelFactory,
+    store_root, xenstored_store_factory, Backend, BackendEvent, DomainFilter, EventChannel,
+    EventChannelFactory,
 };
 use pvabi_xen::{Access, Perm, TxnId, XenStore, XenStoreOps, DEFAULT_SOCKET};
 
 const MAGIC: &[u8; 8] = b"PVHIMAGE";
 /// What the kernel writes with CONSOLE.WRITE through the ring (see its `ring_checks`).
 const RING_GREETING: &str = "pvabi console write through the Xen ring";
+/// The STORE path the kernel writes through the ring, and its value before the domain id (see
+/// its `pvabi_checks`).
+const STORE_PATH: &str = "pvh-check";
+const STORE_VALUE: &str = "written through pvabi by domain ";
 const MAX_WINDOW_PAGES: u64 = pvabi_xen::transport::MAX_WINDOW_PAGES as u64;
 const MAX_RING_ORDER: u64 = pvabi_xen::transport::MAX_RING_ORDER as u64;
 const GUEST_KEYS: &[&str] = pvabi_xen::transport::GUEST_KEYS;
@@ -341,7 +347,9 @@ impl Served {
         let gnt = GntDev::open().map_err(|e| format!("/dev/xen/gntdev: {e}"))?;
         let factory: EventChannelFactory =
             Arc::new(|| Ok(Arc::new(EvtchnDev::open()?) as Arc<dyn EventChannel>));
-        let mut b = Backend::new(xs, 0, DomainFilter::Only(vec![d]), Arc::new(gnt), factory);
+        // The guest's STORE is its xenstore subtree /local/domain/D/pvabi (XEN-10).
+        let mut b = Backend::new(xs, 0, DomainFilter::Only(vec![d]), Arc::new(gnt), factory)
+            .with_store(xenstored_store_factory(DEFAULT_SOCKET));
         // The first pass offers the handshake to the (still paused) domain.
         let first = b.reconcile();
         for e in &first {
@@ -593,6 +601,27 @@ fn scenario(scenario: &'static str, img_path: &str, xs: &mut XenStore) -> u32 {
                             "no Connected event; events {:?}",
                             s.events.lock().map(|l| l.clone()).unwrap_or_default()
                         ))
+                    },
+                );
+                // XEN-10: the kernel's STORE.WRITE through the ring lands in its xenstore
+                // subtree, where dom0 reads it directly (polled while the domain lives).
+                let node = format!("{}/{STORE_PATH}", store_root(d));
+                let want = format!("{STORE_VALUE}{d}");
+                let deadline = Instant::now() + limit;
+                let got = loop {
+                    if let Ok(v) = xs.read(TxnId::NONE, &node) {
+                        break Some(String::from_utf8_lossy(&v).into_owned());
+                    }
+                    if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                };
+                checks.report(
+                    "store_through_ring",
+                    match got {
+                        Some(v) if v == want => Ok(format!("{node} = {v:?}")),
+                        other => Err(format!("{node}: {other:?}, expected {want:?}")),
                     },
                 );
                 let closed = s.wait_for(|e| matches!(e, BackendEvent::Closed(x) if *x == d), limit);

@@ -14,18 +14,20 @@
 #![no_main]
 
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8};
 
-use pvabi::call;
+use pvabi::{call, ServiceId, Status};
 use pvabi_guest::shared::RingShared;
-use pvabi_guest::xen::abi::{self as xa, xenbus_state};
+use pvabi_guest::xen::abi as xa;
+use pvabi_guest::xen::connect::{abandon, XenCause, XenStep};
 use pvabi_guest::xen::console::{ConsInterface, PvConsole};
 use pvabi_guest::xen::grant::{GrantEntryV1, GrantTable, ENTRIES_PER_FRAME};
-use pvabi_guest::xen::handshake::{self, FrontendKeys};
+use pvabi_guest::xen::handshake::{self, BackendInfo, FrontendKeys};
 use pvabi_guest::xen::hypercall::{Doorbell, EventChannel};
-use pvabi_guest::xen::ring::{init_header, XenRing};
+use pvabi_guest::xen::ring::init_header;
 use pvabi_guest::xen::xenstore::{XsClient, XsInterface};
-use pvabi_guest::xen::{self, Hypercalls, StrBuf, XenError};
+use pvabi_guest::xen::{self, Hypercalls, StrBuf, XenConnectOptions, XenError, XenWindow};
+use pvabi_guest::{Gate, PhysReader, Pvabi, TakeOnce, Translate};
 use pvabi_image_rt as _;
 
 core::arch::global_asm!(
@@ -149,15 +151,19 @@ static HYPERCALL_PAGE: Page = Page::new();
 struct GrantFrame([GrantEntryV1; ENTRIES_PER_FRAME]);
 static GRANT_FRAME: GrantFrame = GrantFrame([const { GrantEntryV1::new() }; ENTRIES_PER_FRAME]);
 
-/// The window granted to the backend: the ring (page 0) and a data page (page 1).
+/// The window granted to the backend: the ring (page 0) and a data page (page 1) for the
+/// buffers the kernel's calls name.
 #[repr(C, align(4096))]
 struct Window {
     ring: RingShared<8>,
-    data: Page,
+    data: DataPage,
 }
+/// One page of buffers, handed out once.
+#[repr(C, align(4096))]
+struct DataPage(TakeOnce<[u8; 4000]>);
 static WINDOW: Window = Window {
     ring: RingShared::new(),
-    data: Page::new(),
+    data: DataPage(TakeOnce::new([0; 4000])),
 };
 const WINDOW_PAGES: u32 = (core::mem::size_of::<Window>() / 4096) as u32;
 
@@ -167,7 +173,7 @@ struct IndexPage([AtomicU32; 1024]);
 static INDEX: IndexPage = IndexPage([const { AtomicU32::new(0) }; 1024]);
 
 /// A buffer outside the window (for the XEN-7 check).
-static OUTSIDE: Page = Page::new();
+static OUTSIDE: [u8; 8] = *b"outside\n";
 
 /// The first grant reference used (0..7 are reserved).
 const FIRST_REF: u32 = 8;
@@ -248,14 +254,6 @@ unsafe fn shared_page<T>(pfn: u64) -> Option<&'static T> {
     // `pfn * 4096`, page-aligned (enough for `T`'s atomics); per the caller it is a shared page
     // of type `T` that no Rust object overlaps, and atomics tolerate concurrent changes.
     Some(unsafe { &*((pfn * 4096) as *const T) })
-}
-
-/// Status as text for check details.
-struct St(pvabi::Status);
-impl core::fmt::Display for St {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "status={}", self.0 .0)
-    }
 }
 
 /// Whether the command line in the `hvm_start_info` at `start_info` contains `word` (a
@@ -460,11 +458,136 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
         "port={probe_port:?}"
     );
 
-    // The handshake of appendix B.
-    let backend = handshake::read_backend(&mut xs, domid, STATE_POLLS);
+    // The handshake of appendix B: through `Pvabi::connect_xen`, or by hand for the
+    // deliberately invalid keys of `bad-ring-order`.
+    if cmdline_has(start_info, b"bad-ring-order") {
+        invalid_handshake(&mut out, hc, &mut xs, &gt, domid);
+        off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF);
+    }
+    let window = XenWindow {
+        ring: &WINDOW.ring,
+        window_gfn: gpa(&WINDOW) / 4096,
+        window_pages: WINDOW_PAGES,
+        index: &INDEX.0,
+        index_gfn: gpa(&INDEX) / 4096,
+        first_ref: FIRST_REF,
+    };
+    // SAFETY: the entry code identity maps the first 4 GiB, where this image lies, so the
+    // address of any object of the kernel is its guest-physical address; the handle reads
+    // guest memory only at addresses the host returns in shared areas, none here.
+    let phys = unsafe { PhysReader::new(Translate::Identity) };
+    let opts = XenConnectOptions {
+        state_polls: STATE_POLLS,
+        spin_limit: SPIN,
+    };
+    let connected = Pvabi::connect_xen(hc, &mut xs, &gt, &window, &phys, &opts);
+    // One PVH-CHECK line per handshake step: the steps before the failed one passed.
+    let failed_step = connected.as_ref().err().map(|e| e.step);
+    let passed = |step: XenStep| match failed_step {
+        None => true,
+        Some(f) => (step as u32) < (f as u32),
+    };
+    let steps = [
+        (XenStep::Backend, "handshake_backend_initwait"),
+        (XenStep::GrantWindow, "handshake_grant_window"),
+        (XenStep::EventChannel, "handshake_event_channel"),
+        (XenStep::Layout, "handshake_layout"),
+        (XenStep::Publish, "handshake_initialised"),
+    ];
+    for (step, name) in steps {
+        if Some(step) == failed_step || passed(step) {
+            let detail: StrBuf<256> = match &connected {
+                Ok((_, c)) => step_detail(step, &c.backend, &c.keys),
+                Err(e) if Some(step) == failed_step => {
+                    xen::format(format_args!("{:?}", e.cause)).unwrap_or_default()
+                }
+                Err(e) => match (e.backend, e.keys) {
+                    (Some(b), Some(k)) => step_detail(step, &b, &k),
+                    _ => {
+                        xen::format(format_args!("passed before {:?}", e.step)).unwrap_or_default()
+                    }
+                },
+            };
+            check!(out, name, passed(step), "{}", detail.as_str());
+        }
+    }
+    match connected {
+        Ok((pv, conn)) => {
+            let _ = writeln!(out, "PVH-CONNECT connected");
+            pvabi_checks(&mut out, &pv, domid);
+            // XEN-12: Closing, the backend lets go of the window (state 6), then Closed.
+            let closed = conn.close(&mut xs, STATE_POLLS);
+            check!(
+                out,
+                "handshake_closed",
+                closed.is_ok(),
+                "state 5, backend state 6, state 6: {closed:?}"
+            );
+        }
+        Err(e) => {
+            match (e.step, e.cause, e.backend) {
+                (XenStep::Connect, XenCause::Xen(XenError::Refused), Some(b)) => {
+                    report_refusal(&mut out, &mut xs, &b)
+                }
+                _ => {
+                    let _ = writeln!(out, "PVH-CONNECT failed {:?} {:?}", e.step, e.cause);
+                }
+            }
+            abandon(&mut xs, domid);
+        }
+    }
+    off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF)
+}
+
+/// The detail of a passed handshake step.
+fn step_detail(step: XenStep, b: &BackendInfo, k: &FrontendKeys) -> StrBuf<256> {
+    match step {
+        XenStep::Backend => xen::format(format_args!(
+            "dir={} id={} abi={:#x} features={:#x} max-window-pages={} max-ring-order={}",
+            b.dir.as_str(),
+            b.id,
+            b.abi_version,
+            b.features,
+            b.max_window_pages,
+            b.max_ring_order
+        )),
+        XenStep::GrantWindow => xen::format(format_args!(
+            "window-gfn={:#x} pages={} index-ref={}",
+            k.window_gfn, k.window_pages, k.window_index_ref
+        )),
+        XenStep::EventChannel => {
+            xen::format(format_args!("port={} remote={}", k.event_channel, b.id))
+        }
+        XenStep::Layout => xen::format(format_args!(
+            "ring-gpa={:#x} ring-order={} within the window",
+            k.ring_gpa, k.ring_order
+        )),
+        _ => xen::format(format_args!("state=3")),
+    }
+    .unwrap_or_default()
+}
+
+/// Prints `PVH-CONNECT refused error=<the backend's reason>`.
+fn report_refusal<D: Doorbell>(out: &mut Out<'_>, xs: &mut XsClient<'_, D>, b: &BackendInfo) {
+    let mut why = [0u8; 200];
+    let n = handshake::backend_error(xs, b, &mut why);
+    let why = core::str::from_utf8(why.get(..n).unwrap_or_default()).unwrap_or("?");
+    let _ = writeln!(out, "PVH-CONNECT refused error={why}");
+}
+
+/// The handshake by hand with a ring order above the backend's limit in the keys (the ring
+/// header still says the real order), which the backend must refuse (`XEN-3`, `XEN-4`).
+fn invalid_handshake<D: Doorbell>(
+    out: &mut Out<'_>,
+    hc: Hypercalls,
+    xs: &mut XsClient<'_, D>,
+    gt: &GrantTable<'_>,
+    domid: u32,
+) {
+    let backend = handshake::read_backend(xs, domid, STATE_POLLS);
     let Ok(backend) = backend else {
         check!(out, "handshake_backend_initwait", false, "{backend:?}");
-        off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF);
+        return;
     };
     check!(
         out,
@@ -480,7 +603,7 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
     );
     let window_gfn = gpa(&WINDOW) / 4096;
     let index_ref = handshake::grant_window(
-        &gt,
+        gt,
         backend.id,
         window_gfn,
         WINDOW_PAGES,
@@ -503,44 +626,28 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
         backend.id
     );
     let (Ok(index_ref), Ok(port)) = (index_ref, port) else {
-        off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF);
+        return;
     };
     init_header(&WINDOW.ring);
-    // `bad-ring-order` on the command line: publish a ring order above the backend's limit
-    // (the ring header still says the real order), which the backend must refuse (XEN-3/4).
-    let bad_order = cmdline_has(start_info, b"bad-ring-order");
     let keys = FrontendKeys {
         window_gfn,
         window_pages: u64::from(WINDOW_PAGES),
         window_index_ref: index_ref,
         ring_gpa: gpa(&WINDOW.ring),
-        ring_order: if bad_order {
-            backend
-                .max_ring_order
-                .saturating_add(1)
-                .min(u64::from(u32::MAX)) as u32
-        } else {
-            RingShared::<8>::ORDER
-        },
+        ring_order: backend
+            .max_ring_order
+            .saturating_add(1)
+            .min(u64::from(u32::MAX)) as u32,
         event_channel: port,
     };
     let layout = keys.check(backend.max_window_pages, backend.max_ring_order);
-    if bad_order {
-        check!(
-            out,
-            "handshake_layout",
-            layout.is_err(),
-            "deliberately invalid (bad-ring-order), the guest's own check says {layout:?}: {keys:?}"
-        );
-    } else {
-        check!(
-            out,
-            "handshake_layout",
-            layout.is_ok(),
-            "{keys:?} {layout:?}"
-        );
-    }
-    let published = handshake::publish(&mut xs, domid, &keys);
+    check!(
+        out,
+        "handshake_layout",
+        layout.is_err(),
+        "deliberately invalid (bad-ring-order), the guest's own check says {layout:?}: {keys:?}"
+    );
+    let published = handshake::publish(xs, domid, &keys);
     check!(
         out,
         "handshake_initialised",
@@ -548,101 +655,131 @@ extern "C" fn pvh_main(start_info: u64) -> ! {
         "state=3 {published:?}"
     );
     if published.is_err() {
-        off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF);
+        return;
     }
-    match handshake::wait_connected(&mut xs, &backend, STATE_POLLS) {
+    match handshake::wait_connected(xs, &backend, STATE_POLLS) {
         Ok(()) => {
+            // A backend that accepted the invalid keys: the test sees no refusal.
             let _ = writeln!(out, "PVH-CONNECT connected");
-            ring_checks(&mut out, hc, port);
-            // XEN-9: Closing, the backend lets go of the window (state 6), then Closed.
-            let closed = handshake::close(&mut xs, domid, &backend, STATE_POLLS);
-            check!(
-                out,
-                "handshake_closed",
-                closed.is_ok(),
-                "state 5, backend state 6, state 6: {closed:?}"
-            );
+            let _ = handshake::close(xs, domid, &backend, STATE_POLLS);
         }
         Err(XenError::Refused) => {
-            let mut why = [0u8; 200];
-            let n = handshake::backend_error(&mut xs, &backend, &mut why);
-            let why = core::str::from_utf8(why.get(..n).unwrap_or_default()).unwrap_or("?");
-            let _ = writeln!(out, "PVH-CONNECT refused error={why}");
-            set_closed(&mut xs, domid);
+            report_refusal(out, xs, &backend);
+            abandon(xs, domid);
         }
         Err(e) => {
             let _ = writeln!(out, "PVH-CONNECT failed {e}");
-            set_closed(&mut xs, domid);
-        }
-    }
-    off(Some(hc), &mut out, xa::SHUTDOWN_POWEROFF)
-}
-
-/// Writes the guest's `state` = 6 (Closed) after a refused or failed handshake.
-fn set_closed<D: Doorbell>(xs: &mut XsClient<'_, D>, domid: u32) {
-    if let Ok(fdir) = handshake::frontend_dir(domid) {
-        if let Ok(p) = handshake::join(fdir.as_str(), handshake::key::STATE) {
-            let _ = xs.write_u64(p.as_str(), u64::from(xenbus_state::CLOSED));
+            abandon(xs, domid);
         }
     }
 }
 
-/// Calls through the connected ring: BASE.GET_ABI_VERSION, CONSOLE.WRITE of a buffer inside
-/// the window, and of one outside it (XEN-7: not guest RAM for the host).
-fn ring_checks(out: &mut Out<'_>, hc: Hypercalls, port: u32) {
-    let mut ring = XenRing::new(&WINDOW.ring, EventChannel { hc, port }, SPIN);
-    let v = ring.call(call::BASE_GET_ABI_VERSION, [0; 6]);
+/// The kernel's calls through the typed API over the Xen ring: discovery's results,
+/// BASE.GET_ABI_VERSION, a batch, CONSOLE.WRITE of a buffer inside the window, a STORE write
+/// and read back, CONSOLE.WRITE of a buffer outside the window (XEN-7: not guest RAM for the
+/// host) and the calls the ring refuses (RING-6).
+fn pvabi_checks(out: &mut Out<'_>, pv: &Pvabi, domid: u32) {
+    let info = pv.info();
+    check!(
+        out,
+        "pvabi_discover",
+        info.version.major == pvabi::ABI_VERSION.major
+            && info.has_service(ServiceId::CONSOLE)
+            && info.has_service(ServiceId::STORE)
+            && info.vcpu_count >= 1,
+        "version={:#x} features={:#x} vcpus={} backend={:?} vcpu={:?} services={:?}",
+        info.version.to_u32(),
+        info.features.bits(),
+        info.vcpu_count,
+        info.backend_id,
+        info.boot_vcpu,
+        info.service_functions
+    );
+    let v = pv.abi_version();
     check!(
         out,
         "ring_get_abi_version",
-        v.status == pvabi::Status::SUCCESS && v.value >> 16 == u64::from(pvabi::ABI_VERSION.major),
-        "{} value={:#x}",
-        St(v.status),
-        v.value
+        matches!(v, Ok(v) if v.major == pvabi::ABI_VERSION.major),
+        "{v:?}"
     );
     // Twelve calls in one batch: two chunks of the ring's eight slots, one notification each.
+    let Gate::Ring(gate) = pv.gate() else {
+        check!(out, "ring_batch", false, "the handle's gate is not a ring");
+        return;
+    };
     let calls = [pvabi::Regs::new(call::BASE_GET_ABI_VERSION, [0; 6]); 12];
-    let mut rets = [pvabi::Ret::err(pvabi::Status::FAILED); 12];
-    let batch = ring.call_batch(&calls, &mut rets);
+    let mut rets = [pvabi::Ret::err(Status::FAILED); 12];
+    let batch = gate.call_batch(&calls, &mut rets);
+    let want = v.map(|v| u64::from(v.to_u32())).unwrap_or(u64::MAX);
     let good = rets
         .iter()
-        .filter(|r| r.status == pvabi::Status::SUCCESS && r.value == v.value)
+        .filter(|r| r.status == Status::SUCCESS && r.value == want)
         .count();
     check!(
         out,
         "ring_batch",
         batch.is_ok() && good == rets.len(),
-        "{batch:?}: {good} of {} BASE.GET_ABI_VERSION answered {:#x} in chunks of {}",
+        "{batch:?}: {good} of {} BASE.GET_ABI_VERSION answered {want:#x} in chunks of {}",
         rets.len(),
-        v.value,
-        ring.slots()
+        gate.slots()
     );
+    let Some(buf) = WINDOW.data.0.take() else {
+        check!(
+            out,
+            "ring_console_write",
+            false,
+            "window buffer taken twice"
+        );
+        return;
+    };
     let msg = b"pvabi console write through the Xen ring\n";
-    for (d, &b) in WINDOW.data.0.iter().zip(msg.iter()) {
-        d.store(b, Ordering::Relaxed);
-    }
-    let w = ring.call(
-        call::CONSOLE_WRITE,
-        [gpa(&WINDOW.data), msg.len() as u64, 0, 0, 0, 0],
-    );
+    let (text, rest) = buf.split_at_mut(msg.len());
+    text.copy_from_slice(msg);
+    let w = pv.console().write(text);
     check!(
         out,
         "ring_console_write",
-        w.status == pvabi::Status::SUCCESS && w.value == msg.len() as u64,
-        "{} value={} (CONS-1: the length {})",
-        St(w.status),
-        w.value,
+        w == Ok(msg.len()),
+        "{w:?} (CONS-1: the length {})",
         msg.len()
     );
-    let o = ring.call(call::CONSOLE_WRITE, [gpa(&OUTSIDE), 8, 0, 0, 0, 0]);
+    // STORE-5/STORE-3 over the ring: the backend stores it at /local/domain/D/pvabi/pvh-check
+    // (XEN-10), where dom0 reads it too. Path, value and buffer all lie in the window.
+    let path = b"pvh-check";
+    let (p, rest) = rest.split_at_mut(path.len());
+    p.copy_from_slice(path);
+    let value: StrBuf<64> =
+        xen::format(format_args!("written through pvabi by domain {domid}")).unwrap_or_default();
+    let (val, rest) = rest.split_at_mut(value.as_bytes().len());
+    val.copy_from_slice(value.as_bytes());
+    let (back, _) = rest.split_at_mut(128);
+    back.fill(0);
+    let wr = pv.store_write(p, val, None);
+    let rd = pv.store_read(p, back, None);
+    let got = rd.ok().and_then(|n| back.get(..n)).unwrap_or_default();
+    check!(
+        out,
+        "pvabi_store_write_read",
+        wr.is_ok() && got == value.as_bytes(),
+        "write={wr:?} read={rd:?} {:?}",
+        core::str::from_utf8(got).unwrap_or("<not utf-8>")
+    );
+    let o = pv.console().write(&OUTSIDE);
     check!(
         out,
         "ring_outside_window_refused",
-        o.status == pvabi::Status::INVALID_ADDRESS,
-        "{} value={} (XEN-7 and CONS-5: INVALID_ADDRESS for a buffer at {:#x}, outside the window)",
-        St(o.status),
-        o.value,
-        gpa(&OUTSIDE)
+        o == Err(Status::INVALID_ADDRESS),
+        "{o:?} (XEN-7 and CONS-5: INVALID_ADDRESS for a buffer at {:#x}, outside the window)",
+        OUTSIDE.as_ptr() as u64
+    );
+    // RING-6: calls the ring refuses fail at once; their Xen equivalents are hypercalls.
+    let block = pv.vcpu_block(None);
+    let shut = pv.power_off(0);
+    check!(
+        out,
+        "pvabi_refused_calls",
+        block == Err(Status::INVALID_PARAM) && shut == Status::INVALID_PARAM,
+        "VCPU.BLOCK {block:?}, POWER.SHUTDOWN {shut:?} (RING-6: INVALID_PARAM, not sent)"
     );
 }
 
