@@ -60,6 +60,26 @@ pub struct RingGate {
     xen: Option<EventChannel>,
 }
 
+/// Writes the ring header of `RING-2` (magic, order, zeroed counters) into `ring` and resets
+/// the guest-private consumption count, before the ring is registered (`BASE.RING_REGISTER`)
+/// or published in a handshake (`XEN-2`).
+pub fn init_header<const SLOTS: usize>(ring: &RingShared<SLOTS>) {
+    let h = &ring.header;
+    h.magic.store(RingHeader::MAGIC, Ordering::Relaxed);
+    h.order.store(RingShared::<SLOTS>::ORDER, Ordering::Relaxed);
+    for c in [
+        &h.req_prod,
+        &h.req_cons,
+        &h.cmp_prod,
+        &h.cmp_cons,
+        &h.host_polling,
+    ] {
+        c.store(0, Ordering::Relaxed);
+    }
+    ring.consumed.store(0, Ordering::Relaxed);
+    fence(Ordering::Release);
+}
+
 /// Whether a call goes through the register gate even when a ring is registered.
 pub fn bypasses_ring(id: CallId) -> bool {
     matches!(
@@ -292,19 +312,7 @@ impl Pvabi {
             .translate()
             .gpa_of(ring as *const _ as usize, RingShared::<SLOTS>::SHARED_BYTES)?;
         let h = &ring.header;
-        h.magic.store(RingHeader::MAGIC, Ordering::Relaxed);
-        h.order.store(order, Ordering::Relaxed);
-        for c in [
-            &h.req_prod,
-            &h.req_cons,
-            &h.cmp_prod,
-            &h.cmp_cons,
-            &h.host_polling,
-        ] {
-            c.store(0, Ordering::Relaxed);
-        }
-        ring.consumed.store(0, Ordering::Relaxed);
-        fence(Ordering::Release);
+        init_header(ring);
         let port = base
             .call(&Regs::new(
                 call::BASE_RING_REGISTER,

@@ -4,7 +4,7 @@
 //! The steps, in order (`XEN-2`): [`read_backend`] (the backend's directory and limits, once
 //! its `state` is 2), [`grant_window`] (the window pages and the index page, grant table v1),
 //! an unbound event channel for the backend ([`super::Hypercalls::evtchn_alloc_unbound`]), the
-//! ring header ([`super::ring::init_header`]), [`publish`] (every guest key, then `state` = 3),
+//! ring header ([`crate::ring::init_header`]), [`publish`] (every guest key, then `state` = 3),
 //! and [`wait_connected`] (the backend's `state` = 4) before the first request; [`close`] ends
 //! the connection.
 

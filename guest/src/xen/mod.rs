@@ -1,8 +1,8 @@
 //! The guest side of the Xen transport (spec appendix B): Xen detection, the hypercall page,
 //! typed hypercalls, grant table v1, event channels, a xenstore ring client, the PV console,
-//! the frontend side of the xenbus handshake and a ring client whose doorbell is an event
-//! channel, and [`crate::Pvabi::connect_xen`], which makes a [`crate::Pvabi`] handle over that
-//! ring.
+//! the frontend side of the xenbus handshake, and [`crate::Pvabi::connect_xen`], which makes a
+//! [`crate::Pvabi`] handle whose calls go through the shared ring ([`crate::ring::RingGate`])
+//! with an event channel as the doorbell.
 //!
 //! Everything here follows the semantics of Xen's public headers (`xen.h`, `grant_table.h`,
 //! `event_channel.h`, `hvm/params.h`, `hvm/hvm_op.h`, `io/xs_wire.h`, `io/xenbus.h`,
@@ -20,7 +20,6 @@ pub mod console;
 pub mod grant;
 pub mod handshake;
 pub mod hypercall;
-pub mod ring;
 pub mod xenstore;
 
 pub use connect::{XenConnectError, XenConnectOptions, XenConnection, XenWindow};

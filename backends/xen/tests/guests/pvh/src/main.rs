@@ -24,7 +24,7 @@ use pvabi_guest::xen::console::{ConsInterface, PvConsole};
 use pvabi_guest::xen::grant::{GrantEntryV1, GrantTable, ENTRIES_PER_FRAME};
 use pvabi_guest::xen::handshake::{self, BackendInfo, FrontendKeys};
 use pvabi_guest::xen::hypercall::{Doorbell, EventChannel};
-use pvabi_guest::xen::ring::init_header;
+use pvabi_guest::ring::init_header;
 use pvabi_guest::xen::xenstore::{XsClient, XsInterface};
 use pvabi_guest::xen::{self, Hypercalls, StrBuf, XenConnectOptions, XenError, XenWindow};
 use pvabi_guest::{Gate, PhysReader, Pvabi, TakeOnce, Translate};
