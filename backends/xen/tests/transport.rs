@@ -2,10 +2,9 @@
 //! side code over the in-memory xenstore, grant table and event channels of
 //! `pvabi_xen::testing`. `tests/real_xen_transport.rs` runs the same code on a real Xen.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pvabi::call::{
     BASE_GET_ABI_VERSION, BASE_GET_BACKEND_ID, BASE_GET_FEATURES, BASE_RING_REGISTER,
@@ -17,8 +16,9 @@ use pvabi::Status;
 use pvabi_xen::frontend::{Frontend, FrontendError, FrontendOptions, UnboundChannel};
 use pvabi_xen::testing::{MemEvtchn, MemGrants, MemXenStore};
 use pvabi_xen::transport::{
-    backend_dir, frontend_dir, state, store_root, Backend, BackendEvent, DomainFilter, DomainState,
-    EventChannel, EventChannelFactory, SharedStore, StoreFactory, FEATURES,
+    backend_dir, frontend_dir, state, store_root, Backend, BackendEvent, BackendThread,
+    DomainFilter, DomainState, EventChannel, EventChannelFactory, SharedStore, StoreFactory,
+    FEATURES,
 };
 use pvabi_xen::{Access, GuestStore, Perm, TxnId, XenStoreOps};
 
@@ -26,10 +26,7 @@ struct World {
     xs: MemXenStore,
     grants: MemGrants,
     bus: MemEvtchn,
-    backend: Arc<Mutex<Backend<MemXenStore>>>,
-    events: mpsc::Receiver<BackendEvent>,
-    stop: Arc<AtomicBool>,
-    runner: Option<JoinHandle<()>>,
+    backend: BackendThread<MemXenStore>,
 }
 
 impl World {
@@ -61,53 +58,38 @@ impl World {
                 ))) as SharedStore)
             })
         };
-        let backend = Arc::new(Mutex::new(
-            Backend::new(
-                xs.connect(0),
-                0,
-                DomainFilter::All,
-                Arc::new(grants.as_domain(0)),
-                factory,
-            )
-            .with_store(store)
-            .with_harness(true),
-        ));
-        let (tx, events) = mpsc::channel();
-        let stop = Arc::new(AtomicBool::new(false));
-        let runner = {
-            let (backend, stop) = (backend.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Acquire) {
-                    let ev = backend.lock().expect("backend").reconcile();
-                    for e in ev {
-                        let _ = tx.send(e);
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            })
-        };
+        let backend = Backend::new(
+            xs.connect(0),
+            0,
+            DomainFilter::All,
+            Arc::new(grants.as_domain(0)),
+            factory,
+        )
+        .with_store(store)
+        .with_harness(true);
+        let backend = BackendThread::start(backend, Duration::from_millis(2), |_| {})
+            .expect("backend thread");
         World {
             xs,
             grants,
             bus,
             backend,
-            events,
-            stop,
-            runner: Some(runner),
         }
     }
 
+    /// Waits for an event `want` accepts among all the backend reported; a xenstore error
+    /// reported first fails the test.
     fn wait_event(&self, want: impl Fn(&BackendEvent) -> bool) -> BackendEvent {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(e) if want(&e) => return e,
-                Ok(BackendEvent::XenstoreError(e)) => panic!("backend: {e}"),
-                Ok(_) => {}
-                Err(_) => panic!("the backend did not report the expected event in time"),
-            }
+        let e = self
+            .backend
+            .wait_for(Duration::from_secs(20), |e| {
+                want(e) || matches!(e, BackendEvent::XenstoreError(_))
+            })
+            .expect("the backend did not report the expected event in time");
+        if let BackendEvent::XenstoreError(m) = &e {
+            panic!("backend: {m}");
         }
+        e
     }
 
     fn connect(
@@ -126,15 +108,6 @@ impl World {
                 ..opts
             },
         )
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.runner.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -226,7 +199,7 @@ fn connected_guest_calls_through_the_granted_ring() {
         call(&mut f, CONSOLE_WRITE, [buf, text.len() as u64, 0, 0, 0, 0]).0,
         Status::SUCCESS
     );
-    let console = w.backend.lock().expect("backend").console(5);
+    let console = w.backend.with(|b| b.console(5));
     assert!(console.ends_with(text), "{console:?}");
     // XEN-7: addresses outside the window are not guest RAM, on either side.
     let base = f.window().regions()[0].0;
@@ -265,10 +238,10 @@ fn connected_guest_calls_through_the_granted_ring() {
         f.wait_notification(Duration::from_secs(5)).expect("wait"),
         "no notification after EVENT.SEND to self"
     );
-    let served = match w.backend.lock().expect("backend").domain(5) {
+    let served = w.backend.with(|b| match b.domain(5) {
         Some(DomainState::Connected(c)) => (c.requests_served(), c.notifications_sent()),
         other => panic!("not connected: {other:?}"),
-    };
+    });
     assert!(served.0 >= 14 && served.1 >= 1, "{served:?}");
     // Many calls in a row wrap the ring (order 4: 16 slots).
     for i in 0..100u64 {
@@ -304,7 +277,7 @@ fn invalid_handshakes_are_refused_and_nothing_stays_mapped() {
         ),
     ];
     for (d, o, why) in bad {
-        w.wait_event(|e| *e == BackendEvent::Offered(*d) || matches!(e, BackendEvent::Offered(_)));
+        w.wait_event(|e| *e == BackendEvent::Offered(*d));
         let before = w.bus.port_count();
         match w.connect(*d, o.clone()) {
             Err(FrontendError::Refused(reason)) => {
@@ -317,10 +290,9 @@ fn invalid_handshakes_are_refused_and_nothing_stays_mapped() {
         }
         let mut xs = w.xs.connect(0);
         assert_eq!(read(&mut xs, &format!("{}/state", backend_dir(0, *d))), "6");
-        assert!(matches!(
-            w.backend.lock().expect("backend").domain(*d),
-            Some(DomainState::Closed(_))
-        ));
+        assert!(w
+            .backend
+            .with(|b| matches!(b.domain(*d), Some(DomainState::Closed(_)))));
         // The guest's handle (and its unbound port) went with the failed connect, and the
         // backend keeps no binding of its own.
         assert_eq!(w.bus.port_count(), before, "domain {d}");
@@ -383,7 +355,7 @@ fn closing_stops_the_ring_and_a_gone_domain_is_forgotten() {
         .connect(0)
         .read(TxnId::NONE, &format!("{}/state", backend_dir(0, 5)))
         .is_err());
-    assert!(w.backend.lock().expect("backend").domain(5).is_none());
+    assert!(w.backend.with(|b| b.domain(5).is_none()));
 }
 
 #[test]
@@ -415,10 +387,9 @@ fn a_hostile_guest_does_not_disturb_another() {
             (Status::SUCCESS, 0x0001_0000)
         );
     }
-    assert!(matches!(
-        w.backend.lock().expect("backend").domain(5),
-        Some(DomainState::Connected(_))
-    ));
+    assert!(w
+        .backend
+        .with(|b| matches!(b.domain(5), Some(DomainState::Connected(_)))));
     let _ = state::CONNECTED;
 }
 
@@ -513,7 +484,7 @@ fn conformance_suite_over_the_transport() {
         .expect("connects");
     let arena = 2 * 4096;
     let sum = pvabi_xen::suite::run_suite_over(f, arena, None).expect("suite runs");
-    let reports = w.backend.lock().expect("backend").take_reports(5);
+    let reports = w.backend.with(|b| b.take_reports(5));
     let failed: Vec<String> = reports
         .iter()
         .filter(|r| r.outcome == pvabi::harness::Outcome::FAILED)
