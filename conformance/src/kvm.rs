@@ -127,14 +127,7 @@ impl Certifiable for KvmBackend {
                     .push(format!("features-off run of {case}: {e}")),
             }
         }
-        for case in pvabi_conformance_suite::terminal_cases() {
-            if self
-                .filter
-                .as_deref()
-                .is_some_and(|f| !case.name.starts_with(f))
-            {
-                continue;
-            }
+        for case in crate::records::terminal_cases(self.filter.as_deref()) {
             let observed =
                 match pvabi_kvm::run(&image, &self.config(format!("terminal={}", case.name))) {
                     Ok(out) => {

@@ -195,14 +195,7 @@ impl Certifiable for MockBackend {
             );
             run.merge_features_off(case, off);
         }
-        for case in pvabi_conformance_suite::terminal_cases() {
-            if self
-                .filter
-                .as_deref()
-                .is_some_and(|f| !case.name.starts_with(f))
-            {
-                continue;
-            }
+        for case in crate::records::terminal_cases(self.filter.as_deref()) {
             let mock = self.new_mock()?;
             let name = case.name;
             mock.start(move |boot| guest_main(boot, Job::Terminal(name)));

@@ -86,6 +86,23 @@ pub enum Observed {
     Other(String),
 }
 
+/// The suite's terminal cases whose name starts with `filter` (all of them without one).
+pub fn terminal_cases(
+    filter: Option<&str>,
+) -> impl Iterator<Item = &'static pvabi_conformance_suite::TerminalCase> + '_ {
+    pvabi_conformance_suite::terminal_cases()
+        .filter(move |c| filter.is_none_or(|f| c.name.starts_with(f)))
+}
+
+/// The clause ids a terminal case cites.
+pub fn terminal_clauses(case: &pvabi_conformance_suite::TerminalCase) -> Vec<String> {
+    case.clauses
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
 /// The verdict on a terminal case from how the guest ended.
 pub fn judge_terminal(
     case: &pvabi_conformance_suite::TerminalCase,
@@ -118,12 +135,7 @@ pub fn judge_terminal(
     };
     CaseRecord {
         name: case.name.to_string(),
-        clauses: case
-            .clauses
-            .split(',')
-            .map(|c| c.trim().to_string())
-            .filter(|c| !c.is_empty())
-            .collect(),
+        clauses: terminal_clauses(case),
         outcome: if verdict.is_ok() {
             CaseOutcome::Passed
         } else {

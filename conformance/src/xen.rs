@@ -199,22 +199,10 @@ impl Certifiable for XenBackend {
         // The cases that end the guest (POWER.SHUTDOWN, VCPU.STOP, faults) cannot run here:
         // the ring refuses the calls that end a guest (RING-6), and on Xen the guest ends
         // itself with SCHEDOP_shutdown, outside pvabi.
-        for case in pvabi_conformance_suite::terminal_cases() {
-            if self
-                .filter
-                .as_deref()
-                .is_some_and(|f| !case.name.starts_with(f))
-            {
-                continue;
-            }
+        for case in crate::records::terminal_cases(self.filter.as_deref()) {
             run.cases.push(CaseRecord {
                 name: case.name.to_string(),
-                clauses: case
-                    .clauses
-                    .split(',')
-                    .map(|c| c.trim().to_string())
-                    .filter(|c| !c.is_empty())
-                    .collect(),
+                clauses: crate::records::terminal_clauses(case),
                 outcome: CaseOutcome::Skipped,
                 detail: "a case that ends the guest: the transport's only gate, the ring, \
                          cannot carry the calls that end a guest (RING-6)"
