@@ -8,8 +8,8 @@
 //!
 //! [`Backend::reconcile`] is one idempotent pass over xenstore: it takes on new domains
 //! (`XEN-1`), connects those whose guest reached Initialised (`XEN-3`..`XEN-5`) and tears down
-//! those that closed or went away (`XEN-9`). [`Backend::run`] calls it whenever a watch fires and
-//! at least every [`Backend::POLL`].
+//! those that closed or went away (`XEN-9`). [`BackendThread`] runs it whenever a watch fires
+//! (a domain introduced or released, a guest's `state` changed) and at least once per period.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -606,8 +606,6 @@ impl<X: XenStoreOps> std::fmt::Debug for Backend<X> {
 }
 
 impl<X: XenStoreOps> Backend<X> {
-    /// How often [`Backend::run`] looks at xenstore without a watch event.
-    pub const POLL: Duration = Duration::from_millis(200);
     /// Console bytes kept per guest.
     pub const CONSOLE_KEEP: usize = 64 * 1024;
 
@@ -930,41 +928,16 @@ impl<X: XenStoreOps> Backend<X> {
         }
         ev
     }
+}
 
-    /// Serves until `stop` is set: watches `@introduceDomain`, `@releaseDomain` and
-    /// `/local/domain`, and reconciles on each event and at least every [`Backend::POLL`].
-    /// `log` sees every event.
-    ///
-    /// # Errors
-    ///
-    /// The xenstore error when the watches cannot be registered.
-    pub fn run(
-        &mut self,
-        stop: &AtomicBool,
-        mut log: impl FnMut(&BackendEvent),
-    ) -> crate::Result<()> {
-        for (path, token) in [
-            ("@introduceDomain", "pvabi-intro"),
-            ("@releaseDomain", "pvabi-release"),
-            ("/local/domain", "pvabi-tree"),
-        ] {
-            self.xs.watch(path, token)?;
-        }
-        while !stop.load(Ordering::Acquire) {
-            for e in self.reconcile() {
-                log(&e);
-            }
-            // Drain what fired; one pass covers all of it.
-            let mut waited = false;
-            while let Ok(Some(_)) =
-                self.xs
-                    .next_watch_event(Some(if waited { Duration::ZERO } else { Self::POLL }))
-            {
-                waited = true;
-            }
-        }
-        Ok(())
-    }
+/// A guest's `state` node.
+fn state_path(domid: u32) -> String {
+    format!("{}/state", frontend_dir(domid))
+}
+
+/// The token of the watch on a guest's `state` node.
+fn state_token(domid: u32) -> String {
+    format!("pvabi-state-{domid}")
 }
 
 /// A [`Backend`] reconciled on a thread of its own, with the events it reported so far: what a
@@ -977,16 +950,26 @@ pub struct BackendThread<X: XenStoreOps + Send + 'static> {
 }
 
 impl<X: XenStoreOps + Send + 'static> BackendThread<X> {
-    /// Starts reconciling `backend` every `period` (and logging each event with `log`).
+    /// Starts reconciling `backend` on a thread whenever a watch on `waker` fires and at least
+    /// every `period` (logging each event with `log`). `waker` is a xenstore connection of its
+    /// own, used only for the watches (`@introduceDomain`, `@releaseDomain`, and each offered
+    /// guest's `state`), so that waiting for one holds no lock.
     ///
     /// # Errors
     ///
-    /// When the thread cannot be created.
-    pub fn start(
+    /// When a watch cannot be registered or the thread cannot be created.
+    pub fn start<W: XenStoreOps + Send + 'static>(
         backend: Backend<X>,
+        mut waker: W,
         period: Duration,
         log: impl Fn(&BackendEvent) + Send + 'static,
     ) -> io::Result<BackendThread<X>> {
+        waker
+            .watch("@introduceDomain", "pvabi-intro")
+            .map_err(io::Error::other)?;
+        waker
+            .watch("@releaseDomain", "pvabi-release")
+            .map_err(io::Error::other)?;
         let backend = Arc::new(Mutex::new(backend));
         let events = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -1002,11 +985,26 @@ impl<X: XenStoreOps + Send + 'static> BackendThread<X> {
                         };
                         for e in &ev {
                             log(e);
+                            // A guest's `state` is watched while it is offered (XEN-3, XEN-9).
+                            match e {
+                                BackendEvent::Offered(d) => {
+                                    let _ = waker.watch(&state_path(*d), &state_token(*d));
+                                }
+                                BackendEvent::Gone(d) => {
+                                    let _ = waker.unwatch(&state_path(*d), &state_token(*d));
+                                }
+                                _ => {}
+                            }
                         }
                         if let Ok(mut l) = events.lock() {
                             l.extend(ev);
                         }
-                        std::thread::sleep(period);
+                        // The next pass: at the next watch event, or after `period`; what
+                        // fired meanwhile is covered by the same pass.
+                        let mut wait = period;
+                        while let Ok(Some(_)) = waker.next_watch_event(Some(wait)) {
+                            wait = Duration::ZERO;
+                        }
                     }
                 })?
         };

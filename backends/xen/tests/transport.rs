@@ -67,8 +67,9 @@ impl World {
         )
         .with_store(store)
         .with_harness(true);
-        let backend = BackendThread::start(backend, Duration::from_millis(2), |_| {})
-            .expect("backend thread");
+        let backend =
+            BackendThread::start(backend, xs.connect(0), Duration::from_millis(2), |_| {})
+                .expect("backend thread");
         World {
             xs,
             grants,

@@ -91,9 +91,13 @@ fn domu(filter: Option<&str>) -> ExitCode {
 }
 
 fn dom0(program: &str, filter: Option<&str>) -> ExitCode {
-    let xs = match XenStore::open_socket(DEFAULT_SOCKET) {
-        Ok(x) => x,
-        Err(e) => {
+    // Two connections: the backend's, and one that only waits for its watches.
+    let (xs, waker) = match (
+        XenStore::open_socket(DEFAULT_SOCKET),
+        XenStore::open_socket(DEFAULT_SOCKET),
+    ) {
+        (Ok(x), Ok(w)) => (x, w),
+        (Err(e), _) | (_, Err(e)) => {
             println!("XENCERT backend_error {}", hex(&format!("xenstored: {e}")));
             return ExitCode::FAILURE;
         }
@@ -110,7 +114,7 @@ fn dom0(program: &str, filter: Option<&str>) -> ExitCode {
     let backend = Backend::new(xs, 0, DomainFilter::All, Arc::new(gnt), factory)
         .with_store(xenstored_store_factory(DEFAULT_SOCKET))
         .with_harness(true);
-    let mut serve = match BackendThread::start(backend, Duration::from_millis(50), |_| {}) {
+    let mut serve = match BackendThread::start(backend, waker, Duration::from_millis(200), |_| {}) {
         Ok(t) => t,
         Err(e) => {
             println!(

@@ -297,9 +297,15 @@ fn domu(r: &mut Runner) {
 }
 
 fn dom0(r: &mut Runner, program: &str) {
-    let xs = match XenStore::open_socket(DEFAULT_SOCKET) {
-        Ok(x) => x,
-        Err(e) => return r.check("open", || Err(format!("xenstored socket: {e}"))),
+    // Two connections: the backend's, and one that only waits for its watches.
+    let (xs, waker) = match (
+        XenStore::open_socket(DEFAULT_SOCKET),
+        XenStore::open_socket(DEFAULT_SOCKET),
+    ) {
+        (Ok(x), Ok(w)) => (x, w),
+        (Err(e), _) | (_, Err(e)) => {
+            return r.check("open", || Err(format!("xenstored socket: {e}")))
+        }
     };
     let gnt = match GntDev::open() {
         Ok(g) => g,
@@ -310,7 +316,7 @@ fn dom0(r: &mut Runner, program: &str) {
     let backend = Backend::new(xs, 0, DomainFilter::All, Arc::new(gnt), factory)
         .with_store(xenstored_store_factory(DEFAULT_SOCKET));
     let log = |e: &BackendEvent| eprintln!("backend: {e:?}");
-    let mut serve = match BackendThread::start(backend, Duration::from_millis(50), log) {
+    let mut serve = match BackendThread::start(backend, waker, Duration::from_millis(200), log) {
         Ok(t) => t,
         Err(e) => return r.check("open", || Err(format!("backend thread: {e}"))),
     };
