@@ -19,6 +19,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 use crate::ops::{TxnId, XenStoreOps};
 use crate::sys::{EvtchnDev, GntAlloc, PAGE_SIZE};
 use crate::transport::{frontend_dir, parse_number, state, EventChannel};
+use pvabi_guest::xen::handshake::key;
 
 /// Grants pages of this domain to another one.
 pub trait GrantAllocator {
@@ -165,11 +166,14 @@ impl<X: XenStoreOps> Frontend<X> {
         let fdir = frontend_dir(domid);
         let start = Instant::now();
         let (backend_dir, backend_id) = loop {
-            let b = xs.read(TxnId::NONE, &format!("{fdir}/backend")).ok();
-            let id = read_number(&mut xs, &format!("{fdir}/backend-id"));
+            let b = xs
+                .read(TxnId::NONE, &format!("{fdir}/{}", key::BACKEND))
+                .ok();
+            let id = read_number(&mut xs, &format!("{fdir}/{}", key::BACKEND_ID));
             if let (Some(b), Some(id)) = (b, id) {
                 let b = String::from_utf8_lossy(&b).into_owned();
-                if read_number(&mut xs, &format!("{b}/state")) == Some(u64::from(state::INIT_WAIT))
+                if read_number(&mut xs, &format!("{b}/{}", key::STATE))
+                    == Some(u64::from(state::INIT_WAIT))
                 {
                     break (b, id as u32);
                 }
@@ -214,23 +218,23 @@ impl<X: XenStoreOps> Frontend<X> {
         let port = evtchn.alloc_unbound(backend_id)?;
         let mut keys: Vec<(String, Vec<u8>)> = vec![
             (
-                "window-gfn".into(),
+                key::WINDOW_GFN.into(),
                 opts.window_gfn.to_string().into_bytes(),
             ),
             (
-                "window-pages".into(),
+                key::WINDOW_PAGES.into(),
                 opts.window_pages.to_string().into_bytes(),
             ),
             (
-                "window-index-ref".into(),
+                key::WINDOW_INDEX_REF.into(),
                 index_refs[0].to_string().into_bytes(),
             ),
-            ("ring-gpa".into(), ring_gpa.to_string().into_bytes()),
+            (key::RING_GPA.into(), ring_gpa.to_string().into_bytes()),
             (
-                "ring-order".into(),
+                key::RING_ORDER.into(),
                 opts.ring_order.to_string().into_bytes(),
             ),
-            ("event-channel".into(), port.to_string().into_bytes()),
+            (key::EVENT_CHANNEL.into(), port.to_string().into_bytes()),
         ];
         for (k, v) in &opts.overrides {
             match keys.iter_mut().find(|(kk, _)| kk == k) {
@@ -243,7 +247,7 @@ impl<X: XenStoreOps> Frontend<X> {
         }
         xs.write(
             TxnId::NONE,
-            &format!("{fdir}/state"),
+            &format!("{fdir}/{}", key::STATE),
             state::INITIALISED.to_string().as_bytes(),
         )?;
         let mut f = Frontend {
@@ -264,14 +268,14 @@ impl<X: XenStoreOps> Frontend<X> {
         let s = f.wait_backend(&[state::CONNECTED, state::CLOSED])?;
         if s == state::CLOSED {
             let why =
-                f.xs.read(TxnId::NONE, &format!("{}/error", f.backend_dir))
+                f.xs.read(TxnId::NONE, &format!("{}/{}", f.backend_dir, key::ERROR))
                     .map(|v| String::from_utf8_lossy(&v).into_owned())
                     .unwrap_or_else(|_| "(no error key)".into());
             return Err(FrontendError::Refused(why));
         }
         f.xs.write(
             TxnId::NONE,
-            &format!("{fdir}/state"),
+            &format!("{fdir}/{}", key::STATE),
             state::CONNECTED.to_string().as_bytes(),
         )?;
         Ok(f)
@@ -280,7 +284,10 @@ impl<X: XenStoreOps> Frontend<X> {
     fn wait_backend(&mut self, want: &[u32]) -> Result<u32, FrontendError> {
         let start = Instant::now();
         loop {
-            if let Some(s) = read_number(&mut self.xs, &format!("{}/state", self.backend_dir)) {
+            if let Some(s) = read_number(
+                &mut self.xs,
+                &format!("{}/{}", self.backend_dir, key::STATE),
+            ) {
                 if let Some(w) = want.iter().find(|w| u64::from(**w) == s) {
                     return Ok(*w);
                 }
@@ -424,7 +431,7 @@ impl<X: XenStoreOps> Frontend<X> {
         let fdir = frontend_dir(self.domid);
         self.xs.write(
             TxnId::NONE,
-            &format!("{fdir}/state"),
+            &format!("{fdir}/{}", key::STATE),
             state::CLOSING.to_string().as_bytes(),
         )?;
         self.wait_backend(&[state::CLOSED])?;

@@ -27,7 +27,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 use crate::ops::{TxnId, XenStoreOps};
 use crate::perms::{Access, Perm};
 use crate::sys::{EvtchnDev, GntDev, PAGE_SIZE};
-use pvabi_guest::xen::handshake;
+use pvabi_guest::xen::handshake::{self, key};
 
 /// The device type in the handshake's paths.
 pub const DEVICE_TYPE: &str = handshake::DEVICE_TYPE;
@@ -53,14 +53,14 @@ pub const GUEST_KEYS: &[&str] = &[
 
 /// The backend keys of the handshake (spec appendix B's table).
 pub const BACKEND_KEYS: &[&str] = &[
-    "frontend",
-    "frontend-id",
-    "abi-version",
-    "features",
-    "max-window-pages",
-    "max-ring-order",
-    "error",
-    "state",
+    handshake::key::FRONTEND,
+    handshake::key::FRONTEND_ID,
+    handshake::key::ABI_VERSION,
+    handshake::key::FEATURES,
+    handshake::key::MAX_WINDOW_PAGES,
+    handshake::key::MAX_RING_ORDER,
+    handshake::key::ERROR,
+    handshake::key::STATE,
 ];
 
 /// The guest directory of domain `domid` (`XEN-1`).
@@ -735,15 +735,15 @@ impl<X: XenStoreOps> Backend<X> {
     }
 
     fn frontend_state(&mut self, domid: u32) -> Option<u64> {
-        let raw = self.read_opt(&format!("{}/state", frontend_dir(domid)))?;
-        parse_number("state", &raw).ok()
+        let raw = self.read_opt(&state_path(domid))?;
+        parse_number(key::STATE, &raw).ok()
     }
 
     fn set_backend_state(&mut self, domid: u32, s: u32) -> crate::Result<()> {
         let dir = backend_dir(self.backend_domid, domid);
         self.xs.write(
             TxnId::NONE,
-            &format!("{dir}/state"),
+            &format!("{dir}/{}", key::STATE),
             s.to_string().as_bytes(),
         )
     }
@@ -759,9 +759,9 @@ impl<X: XenStoreOps> Backend<X> {
         self.xs.mkdir(TxnId::NONE, &fdir)?;
         self.xs.set_perms(TxnId::NONE, &fdir, &guest_owned)?;
         for (k, v) in [
-            ("backend", bdir.clone()),
-            ("backend-id", b.to_string()),
-            ("state", state::INITIALISING.to_string()),
+            (key::BACKEND, bdir.clone()),
+            (key::BACKEND_ID, b.to_string()),
+            (key::STATE, state::INITIALISING.to_string()),
         ] {
             let p = format!("{fdir}/{k}");
             self.xs.write(TxnId::NONE, &p, v.as_bytes())?;
@@ -775,16 +775,16 @@ impl<X: XenStoreOps> Backend<X> {
         self.xs.mkdir(TxnId::NONE, &bdir)?;
         self.xs.set_perms(TxnId::NONE, &bdir, &backend_owned)?;
         for (k, v) in [
-            ("frontend", fdir.clone()),
-            ("frontend-id", domid.to_string()),
+            (key::FRONTEND, fdir.clone()),
+            (key::FRONTEND_ID, domid.to_string()),
             (
-                "abi-version",
+                key::ABI_VERSION,
                 pvabi::version::ABI_VERSION.to_u32().to_string(),
             ),
-            ("features", config.offered().bits().to_string()),
-            ("max-window-pages", MAX_WINDOW_PAGES.to_string()),
-            ("max-ring-order", MAX_RING_ORDER.to_string()),
-            ("state", state::INIT_WAIT.to_string()),
+            (key::FEATURES, config.offered().bits().to_string()),
+            (key::MAX_WINDOW_PAGES, MAX_WINDOW_PAGES.to_string()),
+            (key::MAX_RING_ORDER, MAX_RING_ORDER.to_string()),
+            (key::STATE, state::INIT_WAIT.to_string()),
         ] {
             let p = format!("{bdir}/{k}");
             self.xs.write(TxnId::NONE, &p, v.as_bytes())?;
@@ -902,9 +902,11 @@ impl<X: XenStoreOps> Backend<X> {
                     }
                     Err(why) => {
                         let bdir = backend_dir(self.backend_domid, d);
-                        let _ =
-                            self.xs
-                                .write(TxnId::NONE, &format!("{bdir}/error"), why.as_bytes());
+                        let _ = self.xs.write(
+                            TxnId::NONE,
+                            &format!("{bdir}/{}", key::ERROR),
+                            why.as_bytes(),
+                        );
                         let _ = self.set_backend_state(d, state::CLOSED);
                         self.domains.insert(d, DomainState::Closed(why.clone()));
                         ev.push(BackendEvent::Refused(d, why));
@@ -932,7 +934,7 @@ impl<X: XenStoreOps> Backend<X> {
 
 /// A guest's `state` node.
 fn state_path(domid: u32) -> String {
-    format!("{}/state", frontend_dir(domid))
+    format!("{}/{}", frontend_dir(domid), key::STATE)
 }
 
 /// The token of the watch on a guest's `state` node.
