@@ -8,10 +8,6 @@
 
 use std::sync::Mutex;
 
-use pvabi::call::{
-    BASE_RING_REGISTER, BASE_RING_UNREGISTER, MULTICALL_EXECUTE, POWER_SHUTDOWN, VCPU_BLOCK,
-    VCPU_STOP, VCPU_UPCALL_RETURN,
-};
 use pvabi::Status;
 use pvabi_guest::{GuestArena, InProcessGate, InProcessRegs, PhysReader, Pvabi, Translate};
 
@@ -34,18 +30,6 @@ impl<X: XenStoreOps + Send> RingCaller for Frontend<X> {
         self.call(call_id, args)
     }
 }
-
-/// The calls the shared-ring gate refuses (`RING-6`): on a ring-only transport a guest has no
-/// way to make them, so the suite's platform reports them unavailable.
-pub const RING_REFUSED: &[pvabi::CallId] = &[
-    POWER_SHUTDOWN,
-    VCPU_STOP,
-    VCPU_UPCALL_RETURN,
-    VCPU_BLOCK,
-    MULTICALL_EXECUTE,
-    BASE_RING_REGISTER,
-    BASE_RING_UNREGISTER,
-];
 
 struct GateCtx {
     caller: Mutex<Box<dyn RingCaller>>,
@@ -71,7 +55,7 @@ unsafe extern "C" fn ring_gate(ctx: usize, regs: *mut InProcessRegs) {
     let (status, value) = match u32::try_from(r.rax) {
         Ok(id) => match caller.ring_call(id, r.args) {
             // RING-6: the only gate of this transport cannot carry the call.
-            Ok(v) if RING_REFUSED.contains(&pvabi::CallId(id)) => {
+            Ok(v) if pvabi_guest::ring::bypasses_ring(pvabi::CallId(id)) => {
                 pvabi_conformance_suite::gate_cannot_carry(pvabi::CallId(id));
                 v
             }
