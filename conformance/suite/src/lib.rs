@@ -578,39 +578,17 @@ fn report_case(ctx: &Ctx<'_>, case: &Case, outcome: Outcome, scratch: &mut [u8])
 
 /// The end of the highest RAM entry of MEMORY.GET_MAP (0 when the map cannot be read).
 fn map_ram_end(pv: Pvabi, arena: &GuestArena) -> u64 {
-    const ENTRIES: usize = 64;
-    let size = pvabi::memory::MemMapEntry::SIZE;
-    let Some(buf) = arena.alloc_bytes(ENTRIES * size, 8) else {
+    let Some(buf) = arena.alloc([pvabi::memory::MemMapEntry::default(); 64]) else {
         return 0;
     };
-    let Ok(gpa) = pv.translate().gpa_of(buf.as_ptr() as usize, buf.len()) else {
-        return 0;
-    };
-    // SAFETY: the buffer is `ENTRIES` map entries of arena memory this function owns; the host
-    // writes at most that many (MEM-1) and the bytes are only read after the call.
-    let r = unsafe {
-        pv.call_unchecked(
-            pvabi::call::MEMORY_GET_MAP,
-            [gpa, ENTRIES as u64, 0, 0, 0, 0],
-        )
-    };
-    if !r.status.is_success() {
-        return 0;
-    }
-    let n = usize::try_from(r.value).unwrap_or(ENTRIES).min(ENTRIES);
-    let mut end = 0u64;
-    for e in buf.chunks_exact(size).take(n) {
-        let word = |o: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&e[o..o + 8]);
-            u64::from_le_bytes(b)
-        };
-        let kind = u32::from_le_bytes([e[16], e[17], e[18], e[19]]);
-        if kind == pvabi::memory::MemKind::RAM.0 {
-            end = end.max(word(0).saturating_add(word(8)));
-        }
-    }
-    end
+    pv.memory_map(buf).map_or(0, |m| {
+        m.entries
+            .iter()
+            .filter(|e| e.kind == pvabi::memory::MemKind::RAM.0)
+            .map(|e| e.base.saturating_add(e.length))
+            .max()
+            .unwrap_or(0)
+    })
 }
 
 /// Runs every case (or those whose name starts with `filter`), reports each one through
