@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pvabi::harness::Outcome;
+use pvabi_host::lines::decode_field;
 use pvabi_host::Report as HostRecord;
 
 use crate::backend::{Availability, Certifiable, RunError, SuiteRun};
@@ -49,21 +49,6 @@ fn tail(bytes: &[u8], lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Decodes a lowercase hex field of an `XENREPORT` line (`-` is empty).
-fn unhex(field: &str) -> Option<String> {
-    if field == "-" {
-        return Some(String::new());
-    }
-    if field.len() % 2 != 0 {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..field.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(field.get(i..i + 2)?, 16).ok())
-        .collect();
-    Some(String::from_utf8_lossy(&bytes?).into_owned())
-}
-
 /// Parses the `XENREPORT` lines of a run; other lines are ignored, malformed ones are
 /// returned as problems.
 pub fn parse_reports(stdout: &str) -> (Vec<HostRecord>, Vec<String>) {
@@ -73,24 +58,7 @@ pub fn parse_reports(stdout: &str) -> (Vec<HostRecord>, Vec<String>) {
         let Some(rest) = line.strip_prefix("XENREPORT ") else {
             continue;
         };
-        let f: Vec<&str> = rest.split(' ').collect();
-        let parsed = (|| {
-            let [outcome, vcpu, clauses, name, detail] = f.as_slice() else {
-                return None;
-            };
-            let clauses = unhex(clauses)?;
-            Some(HostRecord {
-                outcome: Outcome(outcome.parse().ok()?),
-                clauses: if clauses.is_empty() {
-                    Vec::new()
-                } else {
-                    clauses.split(',').map(String::from).collect()
-                },
-                name: unhex(name)?,
-                detail: unhex(detail)?,
-                vcpu: vcpu.parse().ok()?,
-            })
-        })();
+        let parsed = HostRecord::from_line(rest);
         match parsed {
             Some(r) => out.push(r),
             None => problems.push(format!("malformed record line: {line}")),
@@ -216,7 +184,7 @@ impl Certifiable for XenBackend {
                 let suspect = matches!(k, "backend_error" | "domu_error" | "domu_stderr")
                     || (k == "domu_exit" && v != "0");
                 if suspect {
-                    let v = unhex(v).unwrap_or_else(|| v.to_string());
+                    let v = decode_field(v).unwrap_or_else(|| v.to_string());
                     problems.push(format!("{k}: {v}"));
                 }
             }
@@ -236,6 +204,7 @@ impl Certifiable for XenBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pvabi::harness::Outcome;
 
     #[test]
     fn report_lines_round_trip() {
@@ -250,7 +219,5 @@ mod tests {
         assert_eq!(r[1].outcome, Outcome::END);
         assert!(r[1].clauses.is_empty());
         assert_eq!(p.len(), 1, "{p:?}");
-        assert_eq!(unhex("4"), None);
-        assert_eq!(unhex("zz"), None);
     }
 }

@@ -84,6 +84,7 @@ pub mod balloon;
 pub mod decode;
 pub mod error;
 pub mod events;
+pub mod lines;
 pub mod mem;
 pub mod platform;
 pub mod store;

@@ -7,9 +7,9 @@
 //! XENCERT <key> <value>
 //! ```
 //!
-//! `<outcome>` and `<vcpu>` are decimal; `<clauses>` (comma-separated), `<name>` and
-//! `<detail>` are their UTF-8 bytes in lowercase hex, or `-` when empty. `XENCERT` lines carry
-//! facts about the run (`domu_exit`, `domu_seconds`, `records`, `backend_error`).
+//! The record part is `pvabi_host::Report::to_line`; `XENCERT` lines carry facts about the run
+//! (`domu_exit`, `domu_seconds`, `records`, `backend_error`), text values as
+//! `pvabi_host::lines::encode_field`.
 //!
 //! Usage: `xen-certify --role dom0|domu [--filter PREFIX]`. `dom0` runs the backend and boots
 //! the domU with `pvabi-domu-run` (scripts/xen/domu-run.sh) running this program as `domu`.
@@ -17,11 +17,11 @@
 //! Exit status 0 when the run completed (whatever the records say), 1 otherwise, 2 for a usage
 //! error.
 
-use std::fmt::Write as _;
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pvabi_host::lines::encode_field;
 use pvabi_xen::frontend::{Frontend, FrontendOptions, UnboundChannel};
 use pvabi_xen::sys::{EvtchnDev, GntAlloc, GntDev, PAGE_SIZE};
 use pvabi_xen::transport::{
@@ -34,20 +34,12 @@ use pvabi_xen::{XenStore, DEFAULT_SOCKET, XENBUS_DEVICE};
 /// domain by default, and the index page needs one more).
 const WINDOW_PAGES: u32 = 512;
 
-fn hex(s: &str) -> String {
-    if s.is_empty() {
-        return "-".into();
-    }
-    let mut out = String::with_capacity(s.len() * 2);
-    for b in s.bytes() {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
 fn domu(filter: Option<&str>) -> ExitCode {
     let fail = |what: &str, e: &dyn std::fmt::Display| {
-        println!("XENCERT domu_error {}", hex(&format!("{what}: {e}")));
+        println!(
+            "XENCERT domu_error {}",
+            encode_field(&format!("{what}: {e}"))
+        );
         ExitCode::FAILURE
     };
     let xs = match XenStore::open_device(XENBUS_DEVICE) {
@@ -98,14 +90,20 @@ fn dom0(program: &str, filter: Option<&str>) -> ExitCode {
     ) {
         (Ok(x), Ok(w)) => (x, w),
         (Err(e), _) | (_, Err(e)) => {
-            println!("XENCERT backend_error {}", hex(&format!("xenstored: {e}")));
+            println!(
+                "XENCERT backend_error {}",
+                encode_field(&format!("xenstored: {e}"))
+            );
             return ExitCode::FAILURE;
         }
     };
     let gnt = match GntDev::open() {
         Ok(g) => g,
         Err(e) => {
-            println!("XENCERT backend_error {}", hex(&format!("gntdev: {e}")));
+            println!(
+                "XENCERT backend_error {}",
+                encode_field(&format!("gntdev: {e}"))
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -119,7 +117,7 @@ fn dom0(program: &str, filter: Option<&str>) -> ExitCode {
         Err(e) => {
             println!(
                 "XENCERT backend_error {}",
-                hex(&format!("backend thread: {e}"))
+                encode_field(&format!("backend thread: {e}"))
             );
             return ExitCode::FAILURE;
         }
@@ -152,11 +150,11 @@ fn dom0(program: &str, filter: Option<&str>) -> ExitCode {
             if !o.status.success() {
                 println!(
                     "XENCERT domu_stderr {}",
-                    hex(String::from_utf8_lossy(&o.stderr).trim())
+                    encode_field(String::from_utf8_lossy(&o.stderr).trim())
                 );
             }
         }
-        Err(e) => println!("XENCERT domu_exit -1 {}", hex(&e.to_string())),
+        Err(e) => println!("XENCERT domu_exit -1 {}", encode_field(&e.to_string())),
     }
     // Wait for the backend to see the domain close or go, then collect its records.
     let domid = serve
@@ -169,26 +167,19 @@ fn dom0(program: &str, filter: Option<&str>) -> ExitCode {
         });
     serve.stop();
     for e in serve.events() {
-        println!("XENCERT backend_event {}", hex(&format!("{e:?}")));
+        println!("XENCERT backend_event {}", encode_field(&format!("{e:?}")));
     }
     let Some(domid) = domid else {
         println!(
             "XENCERT backend_error {}",
-            hex("no domain connected and went away")
+            encode_field("no domain connected and went away")
         );
         return ExitCode::FAILURE;
     };
     let reports = serve.with(|b| b.take_reports(domid));
     println!("XENCERT records {}", reports.len());
     for r in &reports {
-        println!(
-            "XENREPORT {} {} {} {} {}",
-            r.outcome.0,
-            r.vcpu,
-            hex(&r.clauses.join(",")),
-            hex(&r.name),
-            hex(&r.detail)
-        );
+        println!("XENREPORT {}", r.to_line());
     }
     if out.is_ok_and(|o| o.status.success()) {
         ExitCode::SUCCESS
