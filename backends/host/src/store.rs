@@ -722,6 +722,60 @@ fn apply_remove(tree: &mut Tree, perms: bool, path: &[u8], gen: u64) -> Result<(
     Ok(())
 }
 
+/// The Vm's own store as the guest's [`StoreService`]: guest calls act as [`Actor::Guest`],
+/// host calls as the host with full access (a host write gives the node the guest access it
+/// names).
+impl StoreService for Store {
+    fn read(&mut self, path: &[u8], txn: u32) -> Result<Vec<u8>, Status> {
+        Store::read(self, Actor::Guest, path, txn)
+    }
+    fn write(&mut self, path: &[u8], value: &[u8], txn: u32) -> Result<(), Status> {
+        Store::write(self, Actor::Guest, path, value, txn)
+    }
+    fn list(&mut self, path: &[u8], txn: u32) -> Result<Vec<u8>, Status> {
+        Store::list(self, Actor::Guest, path, txn)
+    }
+    fn remove(&mut self, path: &[u8], txn: u32) -> Result<(), Status> {
+        Store::remove(self, Actor::Guest, path, txn)
+    }
+    fn watch(&mut self, path: &[u8], port: u32) -> Result<u32, Status> {
+        Store::watch(self, path, port)
+    }
+    fn unwatch(&mut self, id: u32) -> Result<(), Status> {
+        Store::unwatch(self, id)
+    }
+    fn peek_event(&self) -> Option<WatchFired> {
+        Store::peek_event(self)
+    }
+    fn pop_event(&mut self) {
+        Store::pop_event(self)
+    }
+    fn poll_events(&mut self) -> Result<Vec<u32>, Status> {
+        Ok(self.take_raised())
+    }
+    fn txn_start(&mut self) -> Result<u32, Status> {
+        Store::txn_start(self)
+    }
+    fn txn_commit(&mut self, txn: u32) -> Result<(), Status> {
+        Store::txn_commit(self, txn)
+    }
+    fn txn_abort(&mut self, txn: u32) -> Result<(), Status> {
+        Store::txn_abort(self, txn)
+    }
+    fn host_write(&mut self, path: &[u8], value: &[u8], access: GuestAccess) -> Result<(), Status> {
+        Store::write(self, Actor::Host(access), path, value, 0)
+    }
+    fn host_read(&mut self, path: &[u8]) -> Result<Vec<u8>, Status> {
+        Store::read(self, Actor::Host(GuestAccess::READ_WRITE), path, 0)
+    }
+    fn host_remove(&mut self, path: &[u8]) -> Result<(), Status> {
+        Store::remove(self, Actor::Host(GuestAccess::READ_WRITE), path, 0)
+    }
+    fn host_list(&mut self, path: &[u8]) -> Result<Vec<u8>, Status> {
+        Store::list(self, Actor::Host(GuestAccess::READ_WRITE), path, 0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use crate::error::{ConfigError, HostError};
 use crate::events::{port_arg, Ports};
 use crate::mem::GuestRam;
 use crate::platform::{CallHook, EventAction, Platform, Quirks};
-use crate::store::{Actor, Store, StoreService};
+use crate::store::{Store, StoreService};
 
 /// Most HARNESS result records kept until [`Vm::take_reports`] (SEC-11); more get NO_SPACE.
 pub const MAX_REPORTS: usize = 100_000;
@@ -1091,10 +1091,7 @@ impl Vm {
             } => {
                 let path = self.path_in(path_gpa, path_len)?;
                 let txn = self.txn_arg(txn)?;
-                let value = match self.external_store() {
-                    Some(mut x) => x.read(&path, txn)?,
-                    None => st.store.read(Actor::Guest, &path, txn)?,
-                };
+                let value = self.store_op(&mut st.store, |s| s.read(&path, txn))?;
                 self.copy_out_sized(buf_gpa, buf_len, &value)
             }
             Call::StoreWrite {
@@ -1110,10 +1107,7 @@ impl Vm {
                 }
                 let value = self.ram.read_bytes(val_gpa, val_len, MAX_VALUE)?;
                 let txn = self.txn_arg(txn)?;
-                match self.external_store() {
-                    Some(mut x) => x.write(&path, &value, txn)?,
-                    None => st.store.write(Actor::Guest, &path, &value, txn)?,
-                }
+                self.store_op(&mut st.store, |s| s.write(&path, &value, txn))?;
                 self.raise_store(st, fx);
                 val(0)
             }
@@ -1126,10 +1120,7 @@ impl Vm {
             } => {
                 let path = self.path_in(path_gpa, path_len)?;
                 let txn = self.txn_arg(txn)?;
-                let names = match self.external_store() {
-                    Some(mut x) => x.list(&path, txn)?,
-                    None => st.store.list(Actor::Guest, &path, txn)?,
-                };
+                let names = self.store_op(&mut st.store, |s| s.list(&path, txn))?;
                 self.copy_out_sized(buf_gpa, buf_len, &names)
             }
             Call::StoreRemove {
@@ -1139,10 +1130,7 @@ impl Vm {
             } => {
                 let path = self.path_in(path_gpa, path_len)?;
                 let txn = self.txn_arg(txn)?;
-                match self.external_store() {
-                    Some(mut x) => x.remove(&path, txn)?,
-                    None => st.store.remove(Actor::Guest, &path, txn)?,
-                }
+                self.store_op(&mut st.store, |s| s.remove(&path, txn))?;
                 self.raise_store(st, fx);
                 val(0)
             }
@@ -1154,26 +1142,18 @@ impl Vm {
                 let path = self.path_in(path_gpa, path_len)?;
                 let port = port_arg(port)?;
                 st.ports.bound(port)?;
-                let id = match self.external_store() {
-                    Some(mut x) => x.watch(&path, port)?,
-                    None => st.store.watch(&path, port)?,
-                };
+                let id = self.store_op(&mut st.store, |s| s.watch(&path, port))?;
                 val(id as u64)
             }
             Call::StoreUnwatch { watch_id } => {
                 let id = u32::try_from(watch_id).map_err(|_| Status::INVALID_PARAM)?;
-                match self.external_store() {
-                    Some(mut x) => x.unwatch(id)?,
-                    None => st.store.unwatch(id)?,
-                }
+                self.store_op(&mut st.store, |s| s.unwatch(id))?;
                 val(0)
             }
             Call::StoreWatchNext { buf_gpa, buf_len } => {
-                let ev = match self.external_store() {
-                    Some(x) => x.peek_event(),
-                    None => st.store.peek_event(),
-                }
-                .ok_or(Status::NOT_FOUND)?;
+                let ev = self
+                    .store_op(&mut st.store, |s| s.peek_event())
+                    .ok_or(Status::NOT_FOUND)?;
                 let hdr = WatchEvent {
                     watch_id: ev.watch_id,
                     path_len: ev.path.len() as u32,
@@ -1183,32 +1163,20 @@ impl Vm {
                 let mut bytes = hdr.as_bytes_vec();
                 bytes.extend_from_slice(&ev.path);
                 let r = self.copy_out_sized(buf_gpa, buf_len, &bytes)?;
-                match self.external_store() {
-                    Some(mut x) => x.pop_event(),
-                    None => st.store.pop_event(),
-                }
+                self.store_op(&mut st.store, |s| s.pop_event());
                 Ok(r)
             }
-            Call::StoreTxnStart => val(match self.external_store() {
-                Some(mut x) => x.txn_start()?,
-                None => st.store.txn_start()?,
-            } as u64),
+            Call::StoreTxnStart => val(self.store_op(&mut st.store, |s| s.txn_start())? as u64),
             Call::StoreTxnCommit { txn } => {
                 let t = self.txn_id(txn)?;
-                let r = match self.external_store() {
-                    Some(mut x) => x.txn_commit(t),
-                    None => st.store.txn_commit(t),
-                };
+                let r = self.store_op(&mut st.store, |s| s.txn_commit(t));
                 self.raise_store(st, fx);
                 r?;
                 val(0)
             }
             Call::StoreTxnAbort { txn } => {
                 let t = self.txn_id(txn)?;
-                match self.external_store() {
-                    Some(mut x) => x.txn_abort(t)?,
-                    None => st.store.txn_abort(t)?,
-                }
+                self.store_op(&mut st.store, |s| s.txn_abort(t))?;
                 val(0)
             }
             // POWER
@@ -1289,12 +1257,7 @@ impl Vm {
                     return Err(Status::NO_SPACE.into());
                 }
                 let value = self.ram.read_bytes(val_gpa, val_len, MAX_VALUE)?;
-                match self.external_store() {
-                    Some(mut x) => x.host_write(&path, &value, access)?,
-                    None => st
-                        .store
-                        .write(Actor::Host(access), &path, &value, NO_TXN as u32)?,
-                }
+                self.store_op(&mut st.store, |s| s.host_write(&path, &value, access))?;
                 self.raise_store(st, fx);
                 val(0)
             }
@@ -1305,12 +1268,7 @@ impl Vm {
                 buf_len,
             } => {
                 let path = self.path_in(path_gpa, path_len)?;
-                let value = match self.external_store() {
-                    Some(mut x) => x.host_read(&path)?,
-                    None => st
-                        .store
-                        .read(Actor::Host(GuestAccess::READ_WRITE), &path, 0)?,
-                };
+                let value = self.store_op(&mut st.store, |s| s.host_read(&path))?;
                 self.copy_out_sized(buf_gpa, buf_len, &value)
             }
             Call::HarnessConsoleReadback { buf_gpa, len } => {
@@ -1378,13 +1336,14 @@ impl Vm {
     // Helpers for calls
     // ---------------------------------------------------------------------------------------
 
-    /// The configured [`StoreService`], locked (a poisoned lock is taken over: the service's
-    /// own state stays consistent per call).
-    fn external_store(&self) -> Option<std::sync::MutexGuard<'_, dyn StoreService + 'static>> {
-        self.cfg
-            .store_service
-            .as_ref()
-            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
+    /// Runs `f` on the guest's STORE service: the configured [`VmConfig::store_service`]
+    /// (locked; a poisoned lock is taken over, the service keeping its state consistent per
+    /// call), or the `Vm`'s own store.
+    fn store_op<T>(&self, own: &mut Store, f: impl FnOnce(&mut dyn StoreService) -> T) -> T {
+        match &self.cfg.store_service {
+            Some(m) => f(&mut *m.lock().unwrap_or_else(|p| p.into_inner())),
+            None => f(own),
+        }
     }
 
     /// Collects changes of a [`VmConfig::store_service`] store that happened outside the guest's
@@ -1497,10 +1456,9 @@ impl Vm {
     }
 
     fn raise_store(&self, st: &mut State, fx: &mut Fx) {
-        let raised = match self.external_store() {
-            Some(mut x) => x.poll_events().unwrap_or_default(),
-            None => st.store.take_raised(),
-        };
+        let raised = self
+            .store_op(&mut st.store, |s| s.poll_events())
+            .unwrap_or_default();
         for p in raised {
             if st.ports.bound(p).is_ok() {
                 self.raise(st, fx, p);
@@ -2124,12 +2082,9 @@ impl Vm {
         let mut fx = Fx::default();
         {
             let mut st = self.lock();
-            match self.external_store() {
-                Some(mut x) => x.host_write(path.as_bytes(), value, access)?,
-                None => st
-                    .store
-                    .write(Actor::Host(access), path.as_bytes(), value, 0)?,
-            }
+            self.store_op(&mut st.store, |s| {
+                s.host_write(path.as_bytes(), value, access)
+            })?;
             self.raise_store(&mut st, &mut fx);
         }
         self.flush(fx);
@@ -2143,13 +2098,8 @@ impl Vm {
     ///
     /// [`HostError::Status`] with NOT_FOUND or INVALID_PARAM.
     pub fn store_read(&self, path: &str) -> Result<Vec<u8>, HostError> {
-        if let Some(mut x) = self.external_store() {
-            return Ok(x.host_read(path.as_bytes())?);
-        }
-        Ok(self
-            .lock()
-            .store
-            .read(Actor::Host(GuestAccess::READ_WRITE), path.as_bytes(), 0)?)
+        let mut st = self.lock();
+        Ok(self.store_op(&mut st.store, |s| s.host_read(path.as_bytes()))?)
     }
 
     /// Removes a store subtree as the host; fires watches. Goes to the
@@ -2162,13 +2112,7 @@ impl Vm {
         let mut fx = Fx::default();
         {
             let mut st = self.lock();
-            match self.external_store() {
-                Some(mut x) => x.host_remove(path.as_bytes())?,
-                None => {
-                    st.store
-                        .remove(Actor::Host(GuestAccess::READ_WRITE), path.as_bytes(), 0)?
-                }
-            }
+            self.store_op(&mut st.store, |s| s.host_remove(path.as_bytes()))?;
             self.raise_store(&mut st, &mut fx);
         }
         self.flush(fx);
@@ -2182,16 +2126,9 @@ impl Vm {
     ///
     /// [`HostError::Status`] with NOT_FOUND or INVALID_PARAM.
     pub fn store_list(&self, path: &str) -> Result<Vec<String>, HostError> {
-        let external = self
-            .external_store()
-            .map(|mut x| x.host_list(path.as_bytes()));
-        let raw = match external {
-            Some(r) => r?,
-            None => {
-                self.lock()
-                    .store
-                    .list(Actor::Host(GuestAccess::READ_WRITE), path.as_bytes(), 0)?
-            }
+        let raw = {
+            let mut st = self.lock();
+            self.store_op(&mut st.store, |s| s.host_list(path.as_bytes()))?
         };
         Ok(raw
             .split(|b| *b == 0)
