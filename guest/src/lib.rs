@@ -219,6 +219,7 @@ impl Pvabi {
     }
 
     /// The translation hook.
+    #[inline]
     pub fn translate(&self) -> Translate {
         self.phys.translate()
     }

@@ -108,6 +108,10 @@ impl<const N: usize> Multicall<N> {
 
     /// MULTICALL.EXECUTE (`MC-1`): runs the entries in order; returns how many ran.
     ///
+    /// The guest does no work per entry: the host writes the status and value of each entry
+    /// it runs (`MC-1`), and [`Multicall::result`] reads only those, so results of an earlier
+    /// execution are never taken for new ones and need no clearing.
+    ///
     /// # Errors
     ///
     /// `INVALID_ADDRESS` if the array does not translate (not sent); the host's status;
@@ -115,13 +119,10 @@ impl<const N: usize> Multicall<N> {
     pub fn execute(&mut self, pv: &Pvabi) -> Result<usize, Status> {
         self.executed = 0;
         let len = self.len;
+        // A mutable borrow: the host writes the entries during the call.
         let active = self.entries.get_mut(..len).ok_or(Status::FAILED)?;
-        for e in active.iter_mut() {
-            e.status = 0;
-            e.value = 0;
-        }
         let gpa = pv.translate().gpa_of(
-            active.as_ptr() as usize,
+            active.as_mut_ptr() as usize,
             len.saturating_mul(MulticallEntry::SIZE),
         )?;
         let ran = pv.call2(call::MULTICALL_EXECUTE, gpa, len as u64)?;

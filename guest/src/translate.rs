@@ -54,6 +54,7 @@ impl Translate {
     ///
     /// [`Status::INVALID_ADDRESS`] if the range is not entirely inside the guest RAM this hook
     /// knows, or `addr + len` overflows.
+    #[inline]
     pub fn gpa_of(&self, addr: usize, len: usize) -> Result<u64, Status> {
         if len == 0 {
             return Ok(0);

@@ -39,6 +39,7 @@ impl PhysReader {
     }
 
     /// The translation this reader uses.
+    #[inline]
     pub fn translate(&self) -> Translate {
         self.translate
     }
