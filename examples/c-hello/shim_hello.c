@@ -121,6 +121,7 @@ static void wait_for_port(uint32_t port)
 
 /* vCPU 1: sends on the port vCPU 0 gave it, then returns (the shim's return trap stops it). */
 static uint8_t ap_stack[16384] __attribute__((aligned(16)));
+/* 1 (a reserved status no call returns) until vCPU 1 stores the status of its send. */
 static int64_t ap_status = 1;
 
 static void ap_main(uint64_t port, uint64_t vcpu)
@@ -138,7 +139,18 @@ static void second_vcpu(void)
     check("pvabi_vcpu_start",
           pvabi_vcpu_start(1, ap_main, ap_stack, sizeof(ap_stack), (uint64_t)port));
     wait_for_port((uint32_t)port);
+    /* The port can be seen pending before vCPU 1 has stored the call's status: wait for it. */
     int64_t st = __atomic_load_n(&ap_status, __ATOMIC_SEQ_CST);
+    for (int i = 0; st == 1; i++) {
+        if (i == WAIT_STEPS) {
+            fail("vCPU 1 did not store its EVENT.SEND status", PVABI_STATUS_TIMED_OUT);
+        }
+        int64_t r = pvabi_vcpu_block(now_ns() + WAIT_STEP_NS);
+        if (r < 0 && r != PVABI_STATUS_TIMED_OUT) {
+            fail("pvabi_vcpu_block", r);
+        }
+        st = __atomic_load_n(&ap_status, __ATOMIC_SEQ_CST);
+    }
     if (st != 0) {
         fail("vCPU 1: pvabi_event_send", st);
     }
