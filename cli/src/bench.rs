@@ -25,9 +25,10 @@
 //! own `-kernel` loader takes it) that this module assembles at run time: it writes `S` to
 //! COM1, then runs rounds of `out dx, eax` to an unassigned port, each round timed with
 //! `rdtsc` and sent as 8 raw bytes on COM1, and exits through `isa-debug-exit`. With `--pv`
-//! it first drops to ring 3 with IOPL 3 (its own GDT, `iret`), as the pvabi guest runs in PV
-//! ring 3; otherwise it stays in ring 0. The pvabi peer guest is a long-mode image in the
-//! execution mode of the run. QEMU runs with
+//! it first enters long mode and drops to 64-bit ring 3 (its own GDT, page tables and TSS,
+//! whose I/O permission bitmap opens its ports; `iretq`), as the pvabi guest runs in PV
+//! ring 3; otherwise it stays in 32-bit ring 0. The pvabi peer guest is a long-mode image in
+//! the execution mode of the run. QEMU runs with
 //! `-accel kvm` when that works on this machine, else with TCG, and says which. The machine
 //! is `microvm` (qboot firmware), QEMU's fastest-starting x86 machine: with `pc` SeaBIOS
 //! runs first, which on a nested host where ring-0 code is emulated takes seconds.
@@ -523,15 +524,23 @@ fn measure(
             qr.version = Some(q.version.clone());
             qr.accel = Some(q.accel.clone());
             qr.fallback = q.note.clone();
-            let ring = if q.ring3 { "ring3 (IOPL 3)" } else { "ring0" };
+            let ring = if q.ring3 {
+                "entering long mode, the loop in 64-bit ring 3 (I/O bitmap in its TSS)"
+            } else {
+                "the loop in 32-bit ring 0"
+            };
             qr.guest = Some(format!(
-                "32-bit protected mode multiboot image via QEMU's -kernel loader (machine \
-                 microvm), {ring}, `out dx, eax` to port {QEMU_NULL_PORT:#x}"
+                "multiboot image via QEMU's -kernel loader (machine microvm), {ring}, \
+                 `out dx, eax` to port {QEMU_NULL_PORT:#x}"
             ));
             let qmode = format!(
-                "qemu {} {} 32-bit",
+                "qemu {} {}",
                 q.accel,
-                if q.ring3 { "ring3" } else { "ring0" }
+                if q.ring3 {
+                    "ring3 64-bit"
+                } else {
+                    "ring0 32-bit"
+                }
             );
             let qexit: Vec<f64> = qemu_peer_ticks
                 .iter()
@@ -757,7 +766,7 @@ fn mock_calls(plan: Plan) -> Result<(Vec<f64>, Vec<f64>), String> {
 /// QEMU, found on this machine.
 struct Qemu {
     binary: String,
-    /// The peer guest drops to ring 3 (IOPL 3) first.
+    /// The peer guest drops to 64-bit ring 3 first.
     ring3: bool,
     /// Why the peer runs other than asked (ring 0 for ring 3, TCG for KVM).
     note: Option<String>,
@@ -885,13 +894,24 @@ impl Drop for Qemu {
 /// [`QEMU_NULL_PORT`] with `rdtsc` around each, sends each round's ticks as 8 little-endian
 /// bytes to COM1, and exits through `isa-debug-exit`.
 ///
-/// With `ring3` it first loads a GDT of its own and drops to ring 3 with IOPL 3 (`iret`), so
-/// its `out` instructions still reach QEMU, as the pvabi guest does in PV ring 3.
+/// With `ring3` it runs the loop as the pvabi guest does in PV ring 3: it enters long mode
+/// (its own GDT, identity-mapped first 2 MiB as a user page, EFER.LME, paging), loads a
+/// 64-bit TSS whose I/O permission bitmap opens its three ports, and drops to 64-bit ring 3
+/// (`iretq`) with IOPL 3. `kvm_pvm` runs ring 3 natively but drops IOPL 3 there, so the
+/// bitmap is what lets `out` reach QEMU (pvabi-kvm opens its ports the same way); a legacy
+/// 32-bit ring 3 does not run at all under `kvm_pvm`.
 fn peer_image(rounds: u32, n: u32, ring3: bool) -> Vec<u8> {
     const LOAD: u32 = 0x10_0000;
-    /// Where the GDT pointer and the GDT sit in the image.
+    /// Where the GDT pointer, the GDT and the TSS sit in the image.
     const GDTR: u32 = LOAD + 0x1F0;
     const GDT: u32 = LOAD + 0x200;
+    const TSS: u32 = LOAD + 0x240;
+    /// Page tables (4 KiB aligned): PML4, PDPT, PD.
+    const PML4: u32 = LOAD + 0x1000;
+    /// Size of the 64-bit TSS without the bitmap; the bitmap follows it.
+    const TSS_SIZE: u32 = 104;
+    /// Bitmap bytes: every port up to the highest the peer uses.
+    const IOMAP_LEN: u32 = QEMU_NULL_PORT as u32 / 8 + 1;
     /// Ring-3 stack top (in RAM, below the image).
     const STACK: u32 = 0x9_0000;
     const MAGIC: u32 = 0x1BAD_B002;
@@ -913,21 +933,43 @@ fn peer_image(rounds: u32, n: u32, ring3: bool) -> Vec<u8> {
     let mut code: Vec<u8> = Vec::new();
     code.extend([0x66, 0xBA, com1[0], com1[1]]); // mov dx, 0x3f8
     code.extend([0xB0, b'S', 0xEE]); // mov al, 'S'; out dx, al
+                                     // `dec ecx` / `dec edi`: one byte in 32-bit code, a REX prefix in 64-bit code.
+    let (dec_ecx, dec_edi): (&[u8], &[u8]) = if ring3 {
+        (&[0xFF, 0xC9], &[0xFF, 0xCF])
+    } else {
+        (&[0x49], &[0x4F])
+    };
     if ring3 {
         code.extend([0x0F, 0x01, 0x15]); // lgdt [GDTR]
         code.extend(GDTR.to_le_bytes());
+        code.push(0xB8); // mov eax, PML4
+        code.extend(PML4.to_le_bytes());
+        code.extend([0x0F, 0x22, 0xD8]); // mov cr3, eax
+        code.extend([0x0F, 0x20, 0xE0, 0x83, 0xC8, 0x20, 0x0F, 0x22, 0xE0]); // cr4 |= PAE
+        code.extend([0xB9, 0x80, 0x00, 0x00, 0xC0]); // mov ecx, EFER
+        code.extend([0x0F, 0x32, 0x0D, 0x00, 0x01, 0x00, 0x00, 0x0F, 0x30]); // EFER |= LME
+        code.extend([0x0F, 0x20, 0xC0, 0x0D]); // mov eax, cr0; or eax, PG | PE
+        code.extend(0x8000_0001u32.to_le_bytes());
+        code.extend([0x0F, 0x22, 0xC0]); // mov cr0, eax
+        let long_entry = LOAD + 32 + code.len() as u32 + 7;
+        code.push(0xEA); // jmp far 0x08:long_entry
+        code.extend(long_entry.to_le_bytes());
+        code.extend([0x08, 0x00]);
+        // 64-bit, ring 0.
+        code.extend([0x66, 0xB8, 0x28, 0x00]); // mov ax, 0x28 (the TSS)
+        code.extend([0x0F, 0x00, 0xD8]); // ltr ax
         code.push(0xBC); // mov esp, STACK
         code.extend(STACK.to_le_bytes());
         code.extend([0x6A, 0x23]); // push user data selector (SS)
-        code.push(0x68); // push ESP
+        code.push(0x68); // push RSP
         code.extend(STACK.to_le_bytes());
-        code.push(0x68); // push EFLAGS: IOPL 3, IF 0
+        code.push(0x68); // push RFLAGS: IOPL 3, IF 0
         code.extend(0x3002u32.to_le_bytes());
         code.extend([0x6A, 0x1B]); // push user code selector (CS)
-        let user_entry = LOAD + 32 + code.len() as u32 + 6;
-        code.push(0x68); // push EIP: right after the iret
+        let user_entry = LOAD + 32 + code.len() as u32 + 7;
+        code.push(0x68); // push RIP: right after the iretq
         code.extend(user_entry.to_le_bytes());
-        code.push(0xCF); // iret
+        code.extend([0x48, 0xCF]); // iretq
     }
     code.push(0xBF); // mov edi, rounds
     code.extend(rounds.to_le_bytes());
@@ -938,7 +980,10 @@ fn peer_image(rounds: u32, n: u32, ring3: bool) -> Vec<u8> {
     let p = QEMU_NULL_PORT.to_le_bytes();
     code.extend([0x66, 0xBA, p[0], p[1]]); // mov dx, port
     code.extend([0x31, 0xC0]); // xor eax, eax
-    code.extend([0xEF, 0x49, 0x75, 0xFC]); // 1: out dx, eax; dec ecx; jnz 1b
+                               // 1: out dx, eax; dec ecx; jnz 1b
+    code.push(0xEF);
+    code.extend(dec_ecx);
+    code.extend([0x75, (-(dec_ecx.len() as i8) - 3) as u8]);
     code.extend([0x0F, 0x31, 0x29, 0xF0, 0x19, 0xEA]); // rdtsc; sub eax, esi; sbb edx, ebp
     code.extend([0x89, 0xD3]); // mov ebx, edx
     code.extend([0x66, 0xBA, com1[0], com1[1]]); // mov dx, 0x3f8
@@ -947,9 +992,12 @@ fn peer_image(rounds: u32, n: u32, ring3: bool) -> Vec<u8> {
             code.extend([0x89, 0xD8]); // mov eax, ebx
         }
         code.extend([0xB9, 4, 0, 0, 0]); // mov ecx, 4
-        code.extend([0xEE, 0xC1, 0xE8, 0x08, 0x49, 0x75, 0xF9]); // out; shr eax, 8; dec; jnz
+                                         // 2: out dx, al; shr eax, 8; dec ecx; jnz 2b
+        code.extend([0xEE, 0xC1, 0xE8, 0x08]);
+        code.extend(dec_ecx);
+        code.extend([0x75, (-(dec_ecx.len() as i8) - 6) as u8]);
     }
-    code.push(0x4F); // dec edi
+    code.extend(dec_edi);
     let rel = round as i64 - (code.len() as i64 + 6);
     code.extend([0x0F, 0x85]); // jnz round
     code.extend((rel as i32).to_le_bytes());
@@ -960,18 +1008,57 @@ fn peer_image(rounds: u32, n: u32, ring3: bool) -> Vec<u8> {
     img.extend(code);
     if ring3 {
         img.resize((GDTR - LOAD) as usize, 0);
-        img.extend((5u16 * 8 - 1).to_le_bytes());
+        img.extend((7u16 * 8 - 1).to_le_bytes());
         img.extend(GDT.to_le_bytes());
         img.resize((GDT - LOAD) as usize, 0);
+        // 0x28: 64-bit available TSS (16 bytes), DPL 0, byte granular, limit covering the
+        // bitmap and the 0xFF byte that must follow it; its base is below 4 GiB.
+        let limit = u64::from(TSS_SIZE + IOMAP_LEN);
+        let base = u64::from(TSS);
+        let tss = (limit & 0xFFFF)
+            | (base & 0xFF_FFFF) << 16
+            | 0x89 << 40
+            | ((limit >> 16) & 0xF) << 48
+            | (base >> 24) << 56;
         for d in [
             0u64,
-            0x00CF_9A00_0000_FFFF, // 0x08: code, DPL 0
+            0x00AF_9A00_0000_FFFF, // 0x08: 64-bit code, DPL 0
             0x00CF_9200_0000_FFFF, // 0x10: data, DPL 0
-            0x00CF_FA00_0000_FFFF, // 0x18: code, DPL 3
+            0x00AF_FA00_0000_FFFF, // 0x18: 64-bit code, DPL 3
             0x00CF_F200_0000_FFFF, // 0x20: data, DPL 3
+            tss,                   // 0x28: TSS, low half
+            0,                     // 0x30: TSS, high half (base bits 63..32)
         ] {
             img.extend(d.to_le_bytes());
         }
+        img.resize((TSS - LOAD) as usize, 0);
+        let mut t = vec![0u8; TSS_SIZE as usize];
+        t[4..8].copy_from_slice(&STACK.to_le_bytes()); // RSP0
+        t[102..104].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes()); // I/O map base
+        let mut map = vec![0xFFu8; IOMAP_LEN as usize + 1];
+        // `out dx, al` to COM1, `out dx, eax` to the null port and the exit port (4 ports each).
+        let open = [(0x3F8u16, 1u16), (QEMU_NULL_PORT, 4), (QEMU_EXIT_PORT, 4)];
+        for (first, width) in open {
+            for port in first..first + width {
+                if let Some(b) = map.get_mut(usize::from(port / 8)) {
+                    *b &= !(1 << (port % 8));
+                }
+            }
+        }
+        t.extend(map);
+        img.extend(t);
+        // PML4[0] -> PDPT, PDPT[0] -> PD, PD[0]: a 2 MiB page at 0; all present, writable,
+        // user.
+        for (table, entry) in [
+            (PML4, PML4 + 0x1000 + 7),
+            (PML4 + 0x1000, PML4 + 0x2000 + 7),
+        ] {
+            img.resize((table - LOAD) as usize, 0);
+            img.extend(u64::from(entry).to_le_bytes());
+        }
+        img.resize((PML4 + 0x2000 - LOAD) as usize, 0);
+        img.extend(0x87u64.to_le_bytes());
+        img.resize((PML4 + 0x3000 - LOAD) as usize, 0);
     }
     img
 }
@@ -1097,13 +1184,36 @@ mod tests {
     #[test]
     fn ring3_peer_irets_to_its_own_user_segments() {
         let img = peer_image(1, 1, true);
-        // The pushed EIP is the instruction right after the iret.
-        let iret = img.iter().position(|b| *b == 0xCF).unwrap();
-        let eip = u32::from_le_bytes([img[iret - 4], img[iret - 3], img[iret - 2], img[iret - 1]]);
-        assert_eq!(eip as usize, 0x10_0000 + iret + 1);
+        // The pushed RIP is the instruction right after the iretq.
+        let iret = img.windows(2).position(|b| b == [0x48, 0xCF]).unwrap();
+        let rip = u32::from_le_bytes([img[iret - 4], img[iret - 3], img[iret - 2], img[iret - 1]]);
+        assert_eq!(rip as usize, 0x10_0000 + iret + 2);
+        // The far jump lands right after itself, in 64-bit code.
+        let jmp = img.iter().position(|b| *b == 0xEA).unwrap();
+        let dest = u32::from_le_bytes([img[jmp + 1], img[jmp + 2], img[jmp + 3], img[jmp + 4]]);
+        assert_eq!(dest as usize, 0x10_0000 + jmp + 7);
+        // PML4 -> PDPT -> PD -> a 2 MiB user page at 0.
+        let q = |i: usize| u64::from_le_bytes(img[i..i + 8].try_into().unwrap());
+        assert_eq!(q(0x1000), 0x10_2007);
+        assert_eq!(q(0x2000), 0x10_3007);
+        assert_eq!(q(0x3000), 0x87);
         // The GDT has a DPL-3 code segment at selector 0x18.
         let d = u64::from_le_bytes(img[0x218..0x220].try_into().unwrap());
         assert_eq!((d >> 45) & 3, 3);
-        assert_eq!(img[0x1F0], 39);
+        assert_eq!(img[0x1F0], 55);
+        // The TSS descriptor at 0x28 points at the TSS, whose bitmap opens the null port.
+        let t = u64::from_le_bytes(img[0x228..0x230].try_into().unwrap());
+        assert_eq!((t >> 16) & 0xFF_FFFF | (t >> 56) << 24, 0x10_0240);
+        assert_eq!((t >> 40) & 0xFF, 0x89);
+        let iomap = 0x240 + usize::from(u16::from_le_bytes([img[0x240 + 102], img[0x240 + 103]]));
+        let bit = |port: u16| img[iomap + usize::from(port / 8)] >> (port % 8) & 1;
+        assert_eq!(bit(QEMU_NULL_PORT), 0);
+        assert_eq!(bit(QEMU_NULL_PORT + 3), 0);
+        assert_eq!(bit(0x3F8), 0);
+        assert_eq!(bit(QEMU_EXIT_PORT), 0);
+        assert_eq!(bit(0x3F9), 1);
+        assert_eq!(bit(0x511), 1);
+        // The byte after the bitmap, which the TSS limit includes, is all ones.
+        assert_eq!(img[iomap + usize::from(QEMU_NULL_PORT / 8) + 1], 0xFF);
     }
 }

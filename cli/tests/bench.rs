@@ -115,5 +115,14 @@ fn quick_bench_reports_every_figure_in_ring0() {
 fn quick_bench_reports_every_figure_in_pv_ring3() {
     if let Some(v) = bench("quick_bench_pv", &["--pv"]) {
         check(&v, "kvm pv-ring3");
+        // The QEMU peer runs its loop in ring 3 too (long mode, I/O bitmap in its TSS): the
+        // comparison is like for like, with no fallback to ring 0.
+        let q = &v["qemu"];
+        if q["available"] == true && q["accel"] == "kvm" {
+            assert!(q["fallback"].is_null(), "QEMU peer fell back: {q:#}");
+            for r in q["ratios"].as_array().expect("ratios") {
+                assert_eq!(r["qemu_mode"], "qemu kvm ring3 64-bit", "{r:#}");
+            }
+        }
     }
 }
