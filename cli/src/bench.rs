@@ -36,6 +36,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -484,6 +485,16 @@ fn measure(
         &plain,
         "an `extern \"C\"` call through a function pointer, for scale".into(),
     );
+    let lines = line_round_trips(plan);
+    push(
+        "line_round_trip",
+        "host native",
+        "host-clock",
+        &lines,
+        "two host threads passing a counter back and forth through two cache lines: the \
+         floor under any shared-memory round trip between two CPUs, ring_null_call's included"
+            .into(),
+    );
     push(
         "vm_start_to_first_call",
         &mname,
@@ -761,6 +772,52 @@ fn mock_calls(plan: Plan) -> Result<(Vec<f64>, Vec<f64>), String> {
         .map_err(|e| format!("mock guest: {e}"))?;
     let _ = mock.wait_timeout(Duration::from_secs(5));
     Ok(r)
+}
+
+/// Two threads passing a counter back and forth, each writing its own cache line and spinning
+/// on the other's, as the shared ring's guest and host do with requests and completions: ns
+/// per round trip, one sample per round. Measured right after the bench VM, because how long
+/// a line takes to cross between two CPUs changes with where the machine's CPUs sit.
+fn line_round_trips(plan: Plan) -> Vec<f64> {
+    #[repr(align(128))]
+    struct Line(AtomicU64);
+    /// Spins between two yields, so that one CPU for both threads still makes progress.
+    const SPINS: u32 = 1 << 14;
+    fn wait_for(line: &Line, value: u64) {
+        let mut spins = 0u32;
+        while line.0.load(Ordering::Acquire) != value {
+            spins += 1;
+            if spins == SPINS {
+                spins = 0;
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    let n = (plan.mock_n / 10).max(1);
+    let rounds = plan.rounds;
+    let lines = Arc::new([Line(AtomicU64::new(0)), Line(AtomicU64::new(0))]);
+    let peer = Arc::clone(&lines);
+    let echo = std::thread::spawn(move || {
+        for i in 1..=rounds * n {
+            wait_for(&peer[0], i);
+            peer[1].0.store(i, Ordering::Release);
+        }
+    });
+    let mut v = Vec::new();
+    let mut i = 0u64;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        for _ in 0..n {
+            i += 1;
+            lines[0].0.store(i, Ordering::Release);
+            wait_for(&lines[1], i);
+        }
+        v.push(t.elapsed().as_secs_f64() * 1e9 / n as f64);
+    }
+    let _ = echo.join();
+    v
 }
 
 /// QEMU, found on this machine.
@@ -1095,6 +1152,24 @@ fn print_report(r: &BenchReport) {
             format_ratio(f.ratio_to_raw_exit),
             f.samples,
             target
+        );
+    }
+    let median = |name: &str| {
+        r.figures
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| f.median_ns)
+    };
+    if let (Some(ring), Some(line), Some(raw)) = (
+        median("ring_null_call"),
+        median("line_round_trip"),
+        median("raw_exit"),
+    ) {
+        println!(
+            "ring_null_call is {:.2} x line_round_trip, the two-CPU floor under it, which is \
+             itself {} x raw_exit in this run",
+            ring / line,
+            format_ratio(line / raw).trim()
         );
     }
     if r.qemu.available {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const FIGURES: [&str; 14] = [
+const FIGURES: [&str; 15] = [
     "raw_exit",
     "null_call",
     "null_call_min",
@@ -16,6 +16,7 @@ const FIGURES: [&str; 14] = [
     "ring_null_call",
     "mock_null_call",
     "plain_fn_call",
+    "line_round_trip",
     "vm_start_to_first_call",
     "peer_exit",
     "start_to_first_output",
