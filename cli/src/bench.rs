@@ -1166,8 +1166,8 @@ fn print_report(r: &BenchReport) {
         median("raw_exit"),
     ) {
         println!(
-            "ring_null_call is {:.2} x line_round_trip, the two-CPU floor under it, which is \
-             itself {} x raw_exit in this run",
+            "ring_null_call / line_round_trip (the two-CPU floor under a ring round trip) = \
+             {:.2}; line_round_trip / raw_exit = {}",
             ring / line,
             format_ratio(line / raw).trim()
         );
