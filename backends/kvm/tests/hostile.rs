@@ -6,11 +6,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use common::{guest, kvm_or_skip, MODES};
-use pvabi_kvm::{ConsoleSink, Error, ExitStatus, Mode, RunConfig};
+use pvabi_kvm::{Error, ExitStatus, Mode};
 
 /// Serialises the tests of this file so that descriptor and thread counts are not disturbed
 /// by another VM of this process.
@@ -64,19 +64,7 @@ fn run_with(
     cmdline: &str,
     watchdog: Duration,
 ) -> (Result<ExitStatus, Error>, String) {
-    let buf = Arc::new(Mutex::new(Vec::new()));
-    let cfg = RunConfig {
-        vcpus,
-        mem_mib: 16,
-        cmdline: cmdline.to_owned(),
-        mode,
-        console: ConsoleSink::Capture(buf.clone()),
-        watchdog: Some(watchdog),
-        ..Default::default()
-    };
-    let r = pvabi_kvm::run_elf(&guest("hostile"), cfg);
-    let out = String::from_utf8_lossy(&buf.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
-    (r, out)
+    common::run_with_watchdog(&guest("hostile"), mode, vcpus, cmdline, watchdog)
 }
 
 fn run(mode: Mode, vcpus: u32, cmdline: &str) -> (Result<ExitStatus, Error>, String) {

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use pvabi_kvm::{ConsoleSink, Error, ExitStatus, Mode, RunConfig};
 
@@ -42,12 +43,23 @@ pub fn guest(name: &'static str) -> PathBuf {
     elf
 }
 
-/// Runs `elf` with `cmdline`; returns the outcome and the console output.
+/// Runs `elf` with `cmdline` and a 20 s watchdog; returns the outcome and the console output.
 pub fn run(
     elf: &Path,
     mode: Mode,
     vcpus: u32,
     cmdline: &str,
+) -> (Result<ExitStatus, Error>, String) {
+    run_with_watchdog(elf, mode, vcpus, cmdline, Duration::from_secs(20))
+}
+
+/// [`run`] with another watchdog period.
+pub fn run_with_watchdog(
+    elf: &Path,
+    mode: Mode,
+    vcpus: u32,
+    cmdline: &str,
+    watchdog: Duration,
 ) -> (Result<ExitStatus, Error>, String) {
     let buf = Arc::new(Mutex::new(Vec::new()));
     let cfg = RunConfig {
@@ -56,7 +68,7 @@ pub fn run(
         cmdline: cmdline.to_owned(),
         mode,
         console: ConsoleSink::Capture(buf.clone()),
-        watchdog: Some(std::time::Duration::from_secs(20)),
+        watchdog: Some(watchdog),
         harness: false,
         sync_regs: true,
         ..Default::default()
@@ -73,7 +85,7 @@ pub fn run_without_sync_regs(elf: &Path, mode: Mode, cmdline: &str) -> Result<Ex
         cmdline: cmdline.to_owned(),
         mode,
         console: ConsoleSink::Capture(Arc::new(Mutex::new(Vec::new()))),
-        watchdog: Some(std::time::Duration::from_secs(20)),
+        watchdog: Some(Duration::from_secs(20)),
         sync_regs: false,
         ..Default::default()
     };

@@ -63,6 +63,14 @@ fn report(name: &[u8], v: u64) {
     }
     buf[n] = b'=';
     n += 1;
+    n = decimal_into(&mut buf, n, v);
+    buf[n] = b'\n';
+    n += 1;
+    write(&buf[..n]);
+}
+
+/// Writes `v` in decimal into `buf` at `n`; returns the index after its last digit.
+fn decimal_into(buf: &mut [u8], mut n: usize, v: u64) -> usize {
     let mut digits = [0u8; 20];
     let mut d = 0;
     let mut x = v;
@@ -79,9 +87,7 @@ fn report(name: &[u8], v: u64) {
         buf[n] = digits[d];
         n += 1;
     }
-    buf[n] = b'\n';
-    n += 1;
-    write(&buf[..n]);
+    n
 }
 
 fn parse_u64(s: &[u8]) -> u64 {
@@ -511,23 +517,7 @@ fn path_into(buf: &mut [u8; 32], prefix: &[u8], i: u64) -> usize {
         buf[n] = b;
         n += 1;
     }
-    let mut digits = [0u8; 20];
-    let mut d = 0;
-    let mut x = i;
-    loop {
-        digits[d] = b'0' + (x % 10) as u8;
-        d += 1;
-        x /= 10;
-        if x == 0 {
-            break;
-        }
-    }
-    while d > 0 {
-        d -= 1;
-        buf[n] = digits[d];
-        n += 1;
-    }
-    n
+    decimal_into(buf, n, i)
 }
 
 fn store_write(path: &[u8], val: &[u8]) -> u64 {
