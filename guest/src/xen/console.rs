@@ -3,7 +3,7 @@
 //! bytes, advances `out_prod` and notifies `HVM_PARAM_CONSOLE_EVTCHN`. In dom0 `xenconsoled`
 //! copies the output to the domain's console log.
 
-use super::hypercall::Doorbell;
+use super::hypercall::{idle_or_time_out, Doorbell};
 use super::XenError;
 use core::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
 
@@ -127,11 +127,7 @@ impl<'a, D: Doorbell> PvConsole<'a, D> {
         while self.intf.out_cons.load(Ordering::Acquire)
             != self.intf.out_prod.load(Ordering::Relaxed)
         {
-            spins += 1;
-            if spins > self.spin_limit {
-                return Err(XenError::TimedOut);
-            }
-            self.bell.idle();
+            idle_or_time_out(&self.bell, &mut spins, self.spin_limit)?;
         }
         Ok(())
     }

@@ -222,6 +222,21 @@ pub trait Doorbell {
     fn idle(&self);
 }
 
+/// One idle poll of a bounded wait: counts it in `spins` and lets `bell` idle, or gives up
+/// with [`XenError::TimedOut`] once `spins` passes `limit`.
+pub(crate) fn idle_or_time_out(
+    bell: &impl Doorbell,
+    spins: &mut u64,
+    limit: u64,
+) -> Result<(), XenError> {
+    *spins += 1;
+    if *spins > limit {
+        return Err(XenError::TimedOut);
+    }
+    bell.idle();
+    Ok(())
+}
+
 /// [`Doorbell`] on a Xen event channel: `EVTCHNOP_send` on `port`, `SCHEDOP_yield` to wait.
 #[derive(Clone, Copy, Debug)]
 pub struct EventChannel {

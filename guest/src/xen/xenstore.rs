@@ -3,7 +3,7 @@
 //! messages are a 16-byte header (`type`, `req_id`, `tx_id`, `len`, little-endian) and `len`
 //! payload bytes (at most 4096). One request is outstanding at a time; waiting polls.
 
-use super::hypercall::Doorbell;
+use super::hypercall::{idle_or_time_out, Doorbell};
 use super::{ErrName, XenError};
 use core::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};
 
@@ -180,11 +180,7 @@ impl<'a, D: Doorbell> XsClient<'a, D> {
             }
             let n = (RING_SIZE - used).min(data.len());
             if n == 0 {
-                spins += 1;
-                if spins > self.spin_limit {
-                    return Err(XenError::TimedOut);
-                }
-                self.bell.idle();
+                idle_or_time_out(&self.bell, &mut spins, self.spin_limit)?;
                 continue;
             }
             let (now, rest) = data.split_at(n);
@@ -218,11 +214,7 @@ impl<'a, D: Doorbell> XsClient<'a, D> {
             }
             let n = avail.min(want);
             if n == 0 {
-                spins += 1;
-                if spins > self.spin_limit {
-                    return Err(XenError::TimedOut);
-                }
-                self.bell.idle();
+                idle_or_time_out(&self.bell, &mut spins, self.spin_limit)?;
                 continue;
             }
             for k in 0..n {
